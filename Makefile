@@ -1,0 +1,38 @@
+# Two commands on a fresh machine with only python3: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-stamp
+# 2 cores: one BLAS thread per notebook worker, two notebooks at a time.
+TEST_ENV = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MPLBACKEND=Agg
+
+.PHONY: install test check demo bench clean-runs
+
+$(STAMP): settings.ini setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Project consistency: notebooks clean, library in sync, papermill `parameters` cells present, _quarto.yml valid.
+check: install
+	$(BIN)/python tools/check_project.py
+
+## The whole test suite: every notebook through nbdev_test (slow cells too: CI runs everything that can break).
+test: check
+	$(TEST_ENV) PATH=$(abspath $(BIN)):$$PATH $(BIN)/nbdev_test --n_workers 2 --flags slow --timing
+	@echo "make test: all notebooks passed"
+
+## Train baseline and DAGA side by side on generated data with the defaults, as a researcher would with papermill.
+demo: install
+	mkdir -p outputs
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/papermill --cwd . nbs/train_classification.ipynb outputs/demo_classification.ipynb
+	@echo "Demo finished. The executed notebook: outputs/demo_classification.ipynb"
+	@echo "The run folders (config.json, metrics.jsonl, checkpoints, figures, summary.json):"
+	@ls -d outputs/classification/*/
+
+bench: install
+	$(BIN)/python bench/step_time.py

@@ -1,0 +1,52 @@
+"""`make check`: the nbdev house is consistent. Exits non-zero naming what to fix."""
+import json, subprocess, sys
+from pathlib import Path
+
+import yaml
+
+root = Path(__file__).resolve().parents[1]
+bin_dir = Path(sys.executable).parent
+problems = []
+
+def tree_state():
+    "A fingerprint of every tracked change and untracked file, so any rewrite by clean/export shows."
+    diff = subprocess.run(['git', 'diff', 'HEAD', '--binary'], cwd=root, capture_output=True).stdout
+    untracked = subprocess.run(['git', 'ls-files', '-o', '--exclude-standard'], cwd=root, capture_output=True, text=True).stdout.split()
+    return diff + b''.join(f.encode() + (root / f).read_bytes() for f in sorted(untracked) if (root / f).is_file())
+
+before = tree_state()
+for cmd in ('nbdev_clean', 'nbdev_export'):
+    r = subprocess.run([str(bin_dir / cmd)], cwd=root, capture_output=True, text=True)
+    if r.returncode: problems.append(f'{cmd} failed:\n{r.stdout}{r.stderr}')
+if tree_state() != before:
+    changed = subprocess.run(['git', 'status', '--short'], cwd=root, capture_output=True, text=True).stdout
+    problems.append('nbdev_clean / nbdev_export changed files: notebooks were not clean or daga/ was not in sync '
+                    'with nbs/. Review `git diff` and commit the result.\n' + changed)
+
+for nb in sorted((root / 'nbs').glob('train_*.ipynb')) + sorted((root / 'nbs').glob('eval_*.ipynb')):
+    cells = json.loads(nb.read_text())['cells']
+    tagged = [c for c in cells if 'parameters' in c.get('metadata', {}).get('tags', [])]
+    if len(tagged) != 1:
+        problems.append(f'{nb.relative_to(root)} has {len(tagged)} cells tagged "parameters" (papermill needs exactly one).')
+
+quarto = root / '_quarto.yml'
+try:
+    site = yaml.safe_load(quarto.read_text())
+except Exception as e:
+    problems.append(f'_quarto.yml does not parse: {e}')
+    site = {}
+def named_files(node):
+    if isinstance(node, dict): return [f for v in node.values() for f in named_files(v)]
+    if isinstance(node, list): return [f for v in node for f in named_files(v)]
+    return [node] if isinstance(node, str) and node.endswith('.ipynb') else []
+names = named_files(site.get('website', {}))
+if not names: problems.append('_quarto.yml names no notebooks in website.sidebar.')
+for name in names:
+    if not (root / name).exists(): problems.append(f'_quarto.yml names {name}, which does not exist.')
+for nb in sorted((root / 'nbs').glob('[0-9]*.ipynb')):
+    if f'nbs/{nb.name}' not in names: problems.append(f'nbs/{nb.name} is missing from the _quarto.yml sidebar.')
+
+if problems:
+    print('make check found problems:\n- ' + '\n- '.join(problems))
+    sys.exit(1)
+print('make check: notebooks clean, daga/ in sync, parameters cells present, _quarto.yml valid')
