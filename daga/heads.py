@@ -5,14 +5,14 @@
 # %% auto #0
 __all__ = ['LinearClassifier', 'default_out_indices', 'LinearSegHead', 'TaskModel']
 
-# %% ../nbs/05_heads.ipynb #73224d7c
+# %% ../nbs/05_heads.ipynb #b98b5cf2
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .model import Features
 
-# %% ../nbs/05_heads.ipynb #ff1a905b
+# %% ../nbs/05_heads.ipynb #30e4077e
 class LinearClassifier(nn.Module):
     "Linear classifier on [CLS, mean patch] (or CLS alone) of the final tokens."
     layers = ()
@@ -26,7 +26,7 @@ class LinearClassifier(nn.Module):
         x = torch.cat([f.cls, f.patch_mean], dim=-1) if self.use_patch_mean else f.cls   # (B, 2D) or (B, D)
         return self.fc(x)                                                                # (B, C)
 
-# %% ../nbs/05_heads.ipynb #e68d634d
+# %% ../nbs/05_heads.ipynb #0c92d6f2
 def default_out_indices(depth: int, n: int = 4) -> list:
     "`n` evenly spaced blocks ending at the last: [2, 5, 8, 11] for 12 blocks, [5, 11, 17, 23] for 24."
     step = depth // n
@@ -52,7 +52,7 @@ class LinearSegHead(nn.Module):
         logits = self.conv(self.bn(self.dropout(x)))                     # (B, C, h, w)
         return F.interpolate(logits, size=size, mode='bilinear', align_corners=False) if size is not None else logits
 
-# %% ../nbs/05_heads.ipynb #a94b673b
+# %% ../nbs/05_heads.ipynb #bd52074a
 from .model import AdaptedViT, trainable_state_dict, load_trainable_state_dict
 
 class TaskModel(nn.Module):
