@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed-stamp
 # 2 cores: one BLAS thread per notebook worker, two notebooks at a time.
 TEST_ENV = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MPLBACKEND=Agg
 
-.PHONY: install test check demo bench clean-runs
+.PHONY: install test check demo bench readme
 
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,13 +26,18 @@ test: check
 	$(TEST_ENV) PATH=$(abspath $(BIN)):$$PATH $(BIN)/nbdev_test --n_workers 2 --flags slow --timing
 	@echo "make test: all notebooks passed"
 
-## Train baseline and DAGA side by side on generated data with the defaults, as a researcher would with papermill.
+## The headline run: baseline and DAGA side by side on generated ADE20K-format data, as a researcher would with papermill.
 demo: install
 	mkdir -p outputs
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/papermill --cwd . nbs/train_classification.ipynb outputs/demo_classification.ipynb
-	@echo "Demo finished. The executed notebook: outputs/demo_classification.ipynb"
-	@echo "The run folders (config.json, metrics.jsonl, checkpoints, figures, summary.json):"
-	@ls -d outputs/classification/*/
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/papermill --cwd . nbs/train_segmentation.ipynb outputs/demo_segmentation.ipynb -p daga_layers 11
+	@echo "Demo finished. The executed notebook: outputs/demo_segmentation.ipynb"
+	@echo "The run folder (comparison.md, curves.png, per_class_iou.png, predictions.png; baseline/ and daga/ with"
+	@echo "config.json, metrics.jsonl, last.pt, best.pt, summary.json):"
+	@ls -d outputs/segmentation/*/
+
+## README.md is generated from nbs/index.ipynb.
+readme:
+	python3 tools/make_readme.py
 
 bench: install
-	$(BIN)/python bench/step_time.py
+	$(BIN)/python bench/step_time.py --task all

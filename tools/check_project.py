@@ -29,6 +29,9 @@ for nb in sorted((root / 'nbs').glob('train_*.ipynb')) + sorted((root / 'nbs').g
     if len(tagged) != 1:
         problems.append(f'{nb.relative_to(root)} has {len(tagged)} cells tagged "parameters" (papermill needs exactly one).')
 
+r = subprocess.run([sys.executable, str(root / 'tools' / 'make_readme.py'), '--check'], capture_output=True, text=True)
+if r.returncode: problems.append(r.stderr.strip() or r.stdout.strip())
+
 quarto = root / '_quarto.yml'
 try:
     site = yaml.safe_load(quarto.read_text())
