@@ -6,7 +6,7 @@
 __all__ = ['BACKBONES', 'resolve_backbone_name', 'TokenLayout', 'DINOv3Backbone', 'CheckpointError', 'read_state_dict',
            'checkpoint_format', 'load_weights', 'load_backbone', 'save_checkpoint', 'cls_attention']
 
-# %% ../nbs/00_backbone.ipynb #0b6dae31
+# %% ../nbs/00_backbone.ipynb #75da93b7
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from timm.layers import apply_rot_embed_cat
 from timm.models.eva import checkpoint_filter_fn
 
-# %% ../nbs/00_backbone.ipynb #7efb8e71
+# %% ../nbs/00_backbone.ipynb #56554145
 BACKBONES = {
     'tiny': ('vit_small_patch16_dinov3_qkvb', dict(embed_dim=64, num_heads=2)),
     'vits16': ('vit_small_patch16_dinov3_qkvb', {}),
@@ -39,7 +39,7 @@ def resolve_backbone_name(name: str):
     raise ValueError(f"Unknown backbone {name!r}. Use one of {sorted(BACKBONES)} or a timm DINOv3 model name "
                      f"such as 'vit_base_patch16_dinov3_qkvb' (see timm.list_models('*dinov3*')).")
 
-# %% ../nbs/00_backbone.ipynb #80b7ff39
+# %% ../nbs/00_backbone.ipynb #27a97f92
 @dataclass(frozen=True)
 class TokenLayout:
     "Where the CLS, register and patch tokens sit in a DINOv3 token sequence."
@@ -62,7 +62,7 @@ class TokenLayout:
         "(B, h*w, ...) patch tokens -> (B, h, w, ...)."
         return patches.reshape(patches.shape[0], self.h, self.w, *patches.shape[2:])
 
-# %% ../nbs/00_backbone.ipynb #5557f87f
+# %% ../nbs/00_backbone.ipynb #13e9b019
 class DINOv3Backbone(nn.Module):
     "A frozen DINOv3 ViT (timm) that exposes its token stream block by block."
     def __init__(self, vit: nn.Module, name: str):
@@ -107,7 +107,7 @@ class DINOv3Backbone(nn.Module):
     def extra_repr(self):
         return f'{self.name}: dim {self.embed_dim}, {self.depth} blocks, {self.num_heads} heads, patch {self.patch_size}'
 
-# %% ../nbs/00_backbone.ipynb #82d15e07
+# %% ../nbs/00_backbone.ipynb #332e3398
 class CheckpointError(ValueError):
     "A checkpoint that cannot be read or does not fit the backbone."
 
@@ -149,7 +149,7 @@ def checkpoint_format(sd: dict) -> str:
                           f'timm keys (cls_token, blocks.N) or Hugging Face keys (embeddings., layer.N); first keys: '
                           f'{list(sd)[:5]}')
 
-# %% ../nbs/00_backbone.ipynb #d5cd0372
+# %% ../nbs/00_backbone.ipynb #460682c5
 def _arch_of_state(sd: dict) -> dict:
     "Width, depth, registers, MLP kind and patch size of a state dict in timm layout."
     blocks = {int(k.split('.')[1]) for k in sd if k.startswith('blocks.')}
@@ -173,7 +173,7 @@ def _describe(arch: dict) -> str:
     return (f"{_arch_name(arch)} (dim {arch['dim']}, {arch['depth']} blocks, {arch['mlp']}, "
             f"{arch['registers']} registers, patch {arch['patch']})")
 
-# %% ../nbs/00_backbone.ipynb #d56622fc
+# %% ../nbs/00_backbone.ipynb #3d7cd909
 def _meta_to_timm(sd: dict, vit: nn.Module) -> dict:
     "Meta's official layout -> timm, applying the qkv bias mask (timm's filter ignores it)."
     sd = dict(sd)
@@ -216,7 +216,7 @@ def _timm_plain_to_qkvb(sd: dict) -> dict:
         for b in ('q_bias', 'v_bias'): sd.setdefault(k.replace('qkv.weight', b), torch.zeros(dim, dtype=sd[k].dtype))
     return sd
 
-# %% ../nbs/00_backbone.ipynb #42c944de
+# %% ../nbs/00_backbone.ipynb #20842ce2
 def load_weights(backbone: DINOv3Backbone, weights) -> DINOv3Backbone:
     "Load a Meta, timm or Hugging Face DINOv3 checkpoint into `backbone`, strictly."
     sd = read_state_dict(weights)
@@ -231,8 +231,10 @@ def load_weights(backbone: DINOv3Backbone, weights) -> DINOv3Backbone:
         found = _arch_of_state(converted)
     else: found = _arch_of_state(sd)
     if found != expected:
+        name = _arch_name(found)
+        fix = (f"pass backbone='{name}'" if name in BACKBONES else 'pass the timm DINOv3 name that matches it')
         raise CheckpointError(f'{weights} holds {_describe(found)}, but the backbone is {backbone.name}: '
-                              f'{_describe(expected)}. Pass the backbone name that matches the checkpoint.')
+                              f'{_describe(expected)}. Pass the backbone name that matches the checkpoint: {fix}.')
     state = {'meta': lambda: _meta_to_timm(sd, vit), 'hf': lambda: converted,
              'timm': lambda: _timm_plain_to_qkvb(sd)}[fmt]()
     own = vit.state_dict()
@@ -256,7 +258,7 @@ def load_backbone(name: str = 'tiny', weights=None, init_seed: int = 0) -> DINOv
     if weights: load_weights(backbone, weights)
     return backbone
 
-# %% ../nbs/00_backbone.ipynb #5f0fc6d6
+# %% ../nbs/00_backbone.ipynb #fc3f8c4f
 def save_checkpoint(backbone: DINOv3Backbone, path, fmt: str = 'meta') -> Path:
     "Write `backbone`'s weights as a Meta `.pth`, a timm `.pth` or a Hugging Face folder (`fmt`: meta|timm|hf)."
     sd = {k: v.detach().clone() for k, v in backbone.vit.state_dict().items()}
@@ -302,7 +304,7 @@ def save_checkpoint(backbone: DINOv3Backbone, path, fmt: str = 'meta') -> Path:
         return path
     raise ValueError(f"Unknown checkpoint format {fmt!r}: use 'meta', 'timm' or 'hf'.")
 
-# %% ../nbs/00_backbone.ipynb #360c44f0
+# %% ../nbs/00_backbone.ipynb #6380e925
 def cls_attention(block: nn.Module, x, rope, num_prefix: int):
     "CLS->patch attention probabilities (B, heads, h*w) of `block` for its input tokens `x` (B, N, D)."
     attn = block.attn

@@ -7,7 +7,7 @@ __all__ = ['ADE20K_NUM_CLASSES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'ImageDecodeEr
            'ADE20K', 'subsample', 'classification_transforms', 'segmentation_transforms', 'EpochSeeded',
            'EvalShardSampler', 'make_loader', 'set_epoch']
 
-# %% ../nbs/03_data.ipynb #6998a364
+# %% ../nbs/03_data.ipynb #bf62c20a
 import numbers
 import pickle
 from pathlib import Path
@@ -20,7 +20,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-# %% ../nbs/03_data.ipynb #bfd30923
+# %% ../nbs/03_data.ipynb #ca3cf950
 _IMAGE_SUFFIXES = ('.jpeg', '.jpg', '.png')
 
 class ImageDecodeError(OSError):
@@ -41,7 +41,7 @@ def load_image(path):
     "Read an image file as an RGB PIL image."
     return _decode(path).convert('RGB')
 
-# %% ../nbs/03_data.ipynb #6b2bf1f1
+# %% ../nbs/03_data.ipynb #c0e411a1
 def _listing(folder, limit=8):
     "A short description of what `folder` holds, for error messages."
     folder = Path(folder)
@@ -50,7 +50,7 @@ def _listing(folder, limit=8):
     if not names: return 'an empty folder'
     return ', '.join(names[:limit]) + (f', ... ({len(names)} entries)' if len(names) > limit else '')
 
-# %% ../nbs/03_data.ipynb #a9f6f923
+# %% ../nbs/03_data.ipynb #2295083c
 _CIFAR = {
     'cifar10': dict(folder='cifar-10-batches-py', train=[f'data_batch_{i}' for i in range(1, 6)], test=['test_batch'],
                     meta='batches.meta', labels='labels', names='label_names'),
@@ -124,7 +124,7 @@ class CIFAR(Dataset):
         image = Image.fromarray(self.data[i])
         return (self.transform(image) if self.transform else image), self.targets[i]
 
-# %% ../nbs/03_data.ipynb #858dc2b2
+# %% ../nbs/03_data.ipynb #13a380fd
 class ImageFolderDataset(Dataset):
     "Images in `root/<split>/<class>/*.{JPEG,jpg,png}`: (PIL image or transform(image), class index)."
     def __init__(self, root, split='train', transform=None):
@@ -154,7 +154,7 @@ class ImageFolderDataset(Dataset):
         image = load_image(path)
         return (self.transform(image) if self.transform else image), target
 
-# %% ../nbs/03_data.ipynb #17a1caf9
+# %% ../nbs/03_data.ipynb #d98f0f6b
 ADE20K_NUM_CLASSES = 150
 _OBJECT_INFO_HEADER = ['Idx', 'Ratio', 'Train', 'Val', 'Name']
 
@@ -165,7 +165,9 @@ def _ade_full_release(root):
 
 def _find_ade(root):
     "The ADEChallengeData2016 folder: `root` itself or its child."
-    if not root.is_dir(): raise FileNotFoundError(f'ADE20K folder {root} does not exist.')
+    if not root.is_dir():
+        raise FileNotFoundError(f'ADE20K folder {root} does not exist: pass the path of ADEChallengeData2016 (the SceneParsing '
+                                f'release, with images/ and annotations/ inside) or of the folder that contains it.')
     for base in (root, root / 'ADEChallengeData2016'):
         if (base / 'images').is_dir() and (base / 'annotations').is_dir(): return base
     full = _ade_full_release(root)
@@ -229,7 +231,8 @@ class ADE20K(Dataset):
         top = int(labels.max())
         if top > self.num_classes:
             raise ValueError(f'annotation {path} holds label {top}, above the {self.num_classes} classes of this dataset '
-                             '(labels are 0 = other, 1..num_classes).')
+                             '(labels are 0 = other, 1..num_classes): replace the file with the release\'s annotation, or, '
+                             'for a dataset with more classes, list them all in objectInfo150.txt or pass num_classes.')
         return torch.where(labels == 0, 255, labels - 1)
 
     def __getitem__(self, i):
@@ -239,7 +242,7 @@ class ADE20K(Dataset):
         mask = tv_tensors.Mask(self._mask(mask_path, pil.size))         # (H, W) int64
         return self.transforms(image, mask) if self.transforms else (image, mask)
 
-# %% ../nbs/03_data.ipynb #857aa008
+# %% ../nbs/03_data.ipynb #5cdd6b94
 def _carry(source, target, names=('classes', 'class_to_idx')):
     "Copy the dataset description attributes that `source` has onto `target`."
     for name in names:
@@ -257,7 +260,7 @@ def subsample(dataset, sample_ratio, seed=0):
     if hasattr(dataset, 'targets'): subset.targets = [dataset.targets[i] for i in subset.indices]
     return subset
 
-# %% ../nbs/03_data.ipynb #ec3f4120
+# %% ../nbs/03_data.ipynb #f137a629
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -271,7 +274,7 @@ def classification_transforms(image_size, train):
     else: steps = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
     return v2.Compose(steps + _to_normalized_tensor())
 
-# %% ../nbs/03_data.ipynb #d9b14b6f
+# %% ../nbs/03_data.ipynb #797e96b0
 def segmentation_transforms(crop_size, train):
     "Joint (image, mask) transform -> (normalised float32 (3, H, W), int64 mask (H, W), 255 = ignore)."
     if train:
@@ -281,7 +284,7 @@ def segmentation_transforms(crop_size, train):
     else: steps = [v2.Resize(crop_size, antialias=True)]
     return v2.Compose(steps + _to_normalized_tensor())
 
-# %% ../nbs/03_data.ipynb #9e425adf
+# %% ../nbs/03_data.ipynb #b8b40ff2
 def _sample_seed(seed, epoch, index):
     "A 64-bit seed determined by (seed, epoch, index) alone."
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0])
@@ -306,7 +309,7 @@ class EpochSeeded(Dataset):
             torch.manual_seed(_sample_seed(self.seed, epoch, index))
             return self.dataset[index]
 
-# %% ../nbs/03_data.ipynb #79673125
+# %% ../nbs/03_data.ipynb #ef8d203f
 class EvalShardSampler(Sampler):
     "Indices range(rank, n, world_size): every sample on exactly one rank, no padding."
     def __init__(self, n, rank=0, world_size=1): self.n, self.rank, self.world_size = n, rank, world_size
