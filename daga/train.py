@@ -6,25 +6,31 @@
 __all__ = ['TrainConfig', 'seed_everything', 'warmup_cosine', 'make_optimizer', 'make_scheduler', 'to_device', 'fit',
            'read_metrics', 'plot_curves', 'compare_table']
 
-# %% ../nbs/07_train.ipynb #67d60f40
+# %% ../nbs/07_train.ipynb #760cfd56
 import json
 import math
 import os
 import random
+import signal
 import statistics
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from matplotlib.figure import Figure
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler
 from tqdm.auto import tqdm
 
-# %% ../nbs/07_train.ipynb #47d2b2fe
+# %% ../nbs/07_train.ipynb #a3d6014f
+_TRACKERS = {None: None, 'swanlab': 'swanlab', 'tensorboard': 'tensorboard'}   # tracker -> the pip package it needs
+
 def _require(ok, message):
     "Raise a ValueError about TrainConfig unless ok."
     if not ok: raise ValueError(f'TrainConfig: {message}')
@@ -53,6 +59,7 @@ class TrainConfig:
     resume: bool = False             # continue run_dir/last.pt exactly
     log_every_steps: int = 10        # progress-bar refresh and one steps.jsonl line
     device: str = 'auto'             # 'auto' = cuda if available, else cpu
+    tracker: str | None = None       # also log epoch metrics to 'swanlab' or 'tensorboard' (when installed)
 
     def __post_init__(self):
         _require(_is_int(self.epochs) and self.epochs >= 1, f'epochs must be an int >= 1; got {self.epochs!r}.')
@@ -81,8 +88,9 @@ class TrainConfig:
         if self.device != 'auto':
             try: torch.device(self.device)
             except RuntimeError: _require(False, f"device must be 'auto' or a torch device like 'cpu', 'cuda:0'; got {self.device!r}.")
+        _require(self.tracker in tuple(_TRACKERS), f"tracker must be one of {sorted(_TRACKERS, key=str)}; got {self.tracker!r}.")
 
-# %% ../nbs/07_train.ipynb #9fadf2cf
+# %% ../nbs/07_train.ipynb #48f4d9d0
 def seed_everything(seed):
     "Seed Python's random, NumPy and torch (CPU and every CUDA device)."
     random.seed(seed)
@@ -103,14 +111,14 @@ def _set_rng_state(state):
     torch.set_rng_state(state['torch'])
     if state['cuda']: torch.cuda.set_rng_state_all(state['cuda'])
 
-# %% ../nbs/07_train.ipynb #719fc90a
+# %% ../nbs/07_train.ipynb #472086d1
 def warmup_cosine(step, total_steps, warmup_steps, min_lr_ratio=0.0):
     "LR factor at optimizer step `step`: linear warm-up to 1 over warmup_steps, then cosine to min_lr_ratio."
     if step < warmup_steps: return (step + 1) / warmup_steps
     progress = min((step - warmup_steps) / max(1, total_steps - warmup_steps), 1.0)
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-# %% ../nbs/07_train.ipynb #dcf141dc
+# %% ../nbs/07_train.ipynb #4d7fdd3c
 def make_optimizer(model, cfg):
     "AdamW or SGD over the trainable parameters; no weight decay on biases, norms and other <2-d parameters."
     params = [p for p in model.parameters() if p.requires_grad]
@@ -130,7 +138,7 @@ def make_scheduler(optimizer, cfg, steps_per_epoch):
         raise ValueError(f'warmup_steps={warmup} exceeds the run ({cfg.epochs} epochs x {steps_per_epoch} steps = {total}).')
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup, cfg.min_lr_ratio))
 
-# %% ../nbs/07_train.ipynb #acb4a8b3
+# %% ../nbs/07_train.ipynb #85cd7d2c
 def to_device(batch, device):
     "Move every tensor in a (nested) tuple / list / dict batch to `device`."
     if isinstance(batch, torch.Tensor): return batch.to(device, non_blocking=True)
@@ -152,7 +160,7 @@ def _batch_size(batch):
         raise TypeError(f'cannot tell the batch size of a {type(batch).__name__} batch: its first tensor must have a batch dimension.')
     return t.shape[0]
 
-# %% ../nbs/07_train.ipynb #72eca8a1
+# %% ../nbs/07_train.ipynb #4f4cec6f
 def _check_train_loader(loader):
     "Batches per epoch of a train loader whose order is a function of the epoch; a clear error otherwise."
     if isinstance(loader.dataset, IterableDataset):
@@ -188,7 +196,7 @@ def _skip_batches(loader, k):
     if loader.batch_sampler is None: return DataLoader(loader.dataset, batch_size=None, sampler=_SkipFirst(loader.sampler, k), **same)
     return DataLoader(loader.dataset, batch_sampler=_SkipFirst(loader.batch_sampler, k), **same)
 
-# %% ../nbs/07_train.ipynb #db2ee17a
+# %% ../nbs/07_train.ipynb #f2a28fdb
 def _atomic_write(path, write):
     "Write bytes through write(file) to a temp file next to path, fsync, then os.replace onto path."
     path = Path(path)
@@ -221,7 +229,7 @@ def _truncate_jsonl(path, keep):
     kept = [r for r in records if keep(r)]
     if len(kept) < len(records): _atomic_write(path, lambda f: f.write(''.join(json.dumps(r) + '\n' for r in kept).encode()))
 
-# %% ../nbs/07_train.ipynb #c93333db
+# %% ../nbs/07_train.ipynb #8201b695
 @dataclass
 class _Progress:
     "Where a run stands; saved in every checkpoint so the bookkeeping resumes exactly."
@@ -241,16 +249,22 @@ class _Progress:
     images_per_s: list = field(default_factory=list)        # one per finished epoch
     wall_time_s: float = 0.0       # spent in earlier sessions of a resumed run
 
-_RESUMABLE_CHANGES = {'resume', 'device', 'log_every_steps', 'ckpt_every_steps'}  # config fields free to change on resume
+_RESUMABLE_CHANGES = {'resume', 'device', 'log_every_steps', 'ckpt_every_steps', 'tracker'}  # free to change on resume
 
 def _jsonable(obj): return json.loads(json.dumps(obj))
 
+def _unwrap(model):
+    "The model inside a DistributedDataParallel wrapper, or the model itself."
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
 def _model_state(model):
     "The weights a checkpoint keeps: trainable_state_dict() if the model has it, else the full state_dict."
+    model = _unwrap(model)
     return model.trainable_state_dict() if hasattr(model, 'trainable_state_dict') else model.state_dict()
 
 def _load_model_state(model, state, path):
     "Load weights saved by _model_state, naming the checkpoint if they do not fit."
+    model = _unwrap(model)
     try:
         if hasattr(model, 'load_trainable_state_dict'): model.load_trainable_state_dict(state)
         else: model.load_state_dict(state)
@@ -266,7 +280,7 @@ def _check_same_config(saved, cfg, path):
         raise ValueError(f'{path} was written with a different config ({"; ".join(diff)}). Resume with the '
                          'checkpoint\'s config, or start a new run_name.')
 
-# %% ../nbs/07_train.ipynb #b87ad472
+# %% ../nbs/07_train.ipynb #75ee975f
 _RECORD_KEYS = {'epoch', 'step', 'train_loss', 'lr', 'epoch_time_s', 'eval_time_s', 'step_time_s', 'images_per_s'}
 _SUMMARY_KEYS = {'run_dir', 'monitor', 'best_metric', 'best_epoch', 'final_metrics', 'epochs', 'global_step',
                  'median_step_time_s', 'images_per_s', 'params_total', 'params_trainable', 'wall_time_s'}
@@ -298,7 +312,7 @@ def _device(spec):
 
 class _Run:
     "One training run: model, loaders, optimizer, schedule, progress and the run folder."
-    def __init__(self, model, train_loader, val_loader, loss_fn, evaluate_fn, run_dir, cfg, run_info, is_main, reduce_fn):
+    def __init__(self, model, train_loader, val_loader, loss_fn, evaluate_fn, run_dir, cfg, run_info, is_main, reduce_fn, barrier_fn):
         self.run_dir, self.cfg, self.is_main = Path(run_dir), cfg, is_main
         self.run_info = _check_run_info(run_info)
         _check_run_dir(self.run_dir, cfg)
@@ -306,6 +320,7 @@ class _Run:
         self.model, self.train_loader, self.val_loader = model, train_loader, val_loader
         self.loss_fn, self.evaluate_fn = loss_fn, evaluate_fn
         self.reduce_fn = reduce_fn or (lambda counts: counts)
+        self.barrier = barrier_fn or (lambda: None)
         self.device = _device(cfg.device)
         model.to(self.device)
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -313,17 +328,21 @@ class _Run:
         self.scheduler = make_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.progress, self.saved_step, self.pending_rng = _Progress(), None, None
         if cfg.resume: self._restore()
-        else:
-            seed_everything(cfg.seed)
-            if is_main:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                _atomic_write_json(self.run_dir / 'config.json', {'config': _jsonable(asdict(cfg)), 'run_info': self.run_info})
+        else: seed_everything(cfg.seed)
+        self.barrier()                 # every rank has checked the folder and read last.pt before rank 0 writes there
+        if is_main and cfg.resume:
+            _truncate_jsonl(self.run_dir / 'metrics.jsonl', lambda r: r['epoch'] <= self.progress.epoch)
+            _truncate_jsonl(self.run_dir / 'steps.jsonl', lambda r: r['step'] <= self.progress.global_step)
+        elif is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            _atomic_write_json(self.run_dir / 'config.json', {'config': _jsonable(asdict(cfg)), 'run_info': self.run_info})
+        self.tracker = _open_tracker(cfg.tracker, self.run_dir, cfg, self.run_info) if is_main else None
         self.boundary_rng = self.pending_rng or _rng_state()   # the generators at the last step boundary
         self.consistent = True
         self.t0, self.mark = time.perf_counter(), time.perf_counter()
 
     def _restore(self):
-        "Load last.pt: weights, optimizer, schedule, progress; drop log lines written after it."
+        "Load last.pt: weights, optimizer, schedule, progress."
         path = self.run_dir / 'last.pt'
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
         _check_same_config(ckpt['config'], self.cfg, path)
@@ -332,9 +351,6 @@ class _Run:
         self.scheduler.load_state_dict(ckpt['scheduler'])
         self.progress = _Progress(**{f.name: ckpt[f.name] for f in fields(_Progress)})
         self.pending_rng, self.saved_step = ckpt['rng'], self.progress.global_step
-        if self.is_main:
-            _truncate_jsonl(self.run_dir / 'metrics.jsonl', lambda r: r['epoch'] <= self.progress.epoch)
-            _truncate_jsonl(self.run_dir / 'steps.jsonl', lambda r: r['step'] <= self.progress.global_step)
 
     def restore_rng(self):
         "Restore the checkpoint's generators, once, at the point of the loop where they were captured."
@@ -356,7 +372,7 @@ class _Run:
                                 config=_jsonable(asdict(self.cfg)), **asdict(progress)), self.run_dir / name)
         if name == 'last.pt': self.saved_step = progress.global_step
 
-# %% ../nbs/07_train.ipynb #2f2a5d11
+# %% ../nbs/07_train.ipynb #733e821d
 def _check_loss(loss):
     "loss_fn must return a scalar tensor that reaches a trainable parameter."
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -366,9 +382,10 @@ def _check_loss(loss):
         raise RuntimeError('the loss does not require grad: no trainable parameter reaches it. Check requires_grad on the head / adapter.')
 
 def _log_window(run, epoch, bar):
-    "Refresh the progress bar and append a steps.jsonl line with the mean loss since the last one."
+    "Refresh the progress bar and append a steps.jsonl line with the mean loss (over all ranks) since the last one."
     p = run.progress
-    loss, lr = p.window_loss_sum / p.window_steps, run.scheduler.get_last_lr()[0]
+    loss_sum, steps = run.reduce_fn(torch.tensor([p.window_loss_sum, p.window_steps], dtype=torch.float64)).tolist()
+    loss, lr = loss_sum / steps, run.scheduler.get_last_lr()[0]
     if run.is_main: _append_jsonl(run.run_dir / 'steps.jsonl', dict(epoch=epoch + 1, step=p.global_step, train_loss=loss, lr=lr))
     bar.set_postfix(loss=f'{loss:.4f}', lr=f'{lr:.2e}')
     p.window_loss_sum, p.window_steps = 0.0, 0
@@ -405,7 +422,7 @@ def _train_step(run, batch, epoch, bar):
     run.boundary_rng = _rng_state()
     run.consistent = True
 
-# %% ../nbs/07_train.ipynb #ae8b56bc
+# %% ../nbs/07_train.ipynb #dcaf88d5
 def _train_epoch(run, epoch):
     "Train epoch `epoch` (its remainder when resuming mid-epoch)."
     p, cfg = run.progress, run.cfg
@@ -425,7 +442,7 @@ def _train_epoch(run, epoch):
     finally:
         del batches   # stop loader workers now, not when a traceback holding this frame is collected
 
-# %% ../nbs/07_train.ipynb #658738f0
+# %% ../nbs/07_train.ipynb #2ddabc09
 def _clean_metrics(metrics):
     "evaluate_fn's dict with tensor / NumPy scalars as floats; a clear error for anything else."
     if not isinstance(metrics, dict):
@@ -449,12 +466,18 @@ def _monitor_value(record, cfg):
                        f'{sorted(k for k, v in record.items() if _is_num(v))}. Set TrainConfig(monitor=...).')
     return value
 
+def _eval_module(model):
+    "The module to evaluate: DDP's inner module, with rank 0's buffers on every rank; otherwise the model itself."
+    if not isinstance(model, DistributedDataParallel): return model
+    for buffer in model.module.buffers(): dist.broadcast(buffer, src=0)
+    return model.module
+
 def _end_epoch(run, epoch):
     "Evaluate, log the epoch, write best.pt if the monitor improved and last.pt."
     p, cfg = run.progress, run.cfg
     t0 = time.perf_counter()
     run.model.eval()
-    with torch.no_grad(), run.autocast(): metrics = _clean_metrics(run.evaluate_fn(run.model, run.val_loader))
+    with torch.no_grad(), run.autocast(): metrics = _clean_metrics(run.evaluate_fn(_eval_module(run.model), run.val_loader))
     run.model.train()
     eval_time = time.perf_counter() - t0
     run.consistent = False
@@ -472,14 +495,64 @@ def _end_epoch(run, epoch):
     p.epoch, p.step_in_epoch, p.loss_sum, p.images, p.step_times, p.epoch_time_s = epoch + 1, 0, 0.0, 0, [], 0.0
     run.boundary_rng = _rng_state()
     if run.is_main: _append_jsonl(run.run_dir / 'metrics.jsonl', record)
+    if run.tracker: run.tracker.log({k: v for k, v in record.items() if _is_num(v)}, epoch + 1)
     if improved: run.save('best.pt')
     run.save('last.pt')
     run.consistent = True
 
-# %% ../nbs/07_train.ipynb #a8877378
+# %% ../nbs/07_train.ipynb #59798082
+class _SwanLab:
+    "Epoch metrics to a SwanLab experiment named after the run folder."
+    def __init__(self, swanlab, run_dir, cfg, run_info):
+        self.swanlab = swanlab
+        (run_dir / 'swanlog').mkdir(parents=True, exist_ok=True)
+        swanlab.init(project=f"daga-{run_info.get('task', 'runs')}", experiment_name=f'{run_dir.parent.name}/{run_dir.name}',
+                     config=_jsonable(dict(config=asdict(cfg), run_info=run_info)), logdir=str(run_dir / 'swanlog'))
+    def log(self, metrics, epoch): self.swanlab.log(metrics, step=epoch)
+    def close(self): self.swanlab.finish()
+
+class _TensorBoard:
+    "Epoch metrics as scalars in a TensorBoard event file under run_dir/tensorboard."
+    def __init__(self, summary_writer, run_dir): self.writer = summary_writer(log_dir=str(run_dir / 'tensorboard'))
+    def log(self, metrics, epoch):
+        for name, value in metrics.items(): self.writer.add_scalar(name, value, epoch)
+    def close(self): self.writer.close()
+
+_reported_missing = set()   # trackers whose missing package was already reported in this process
+
+def _open_tracker(name, run_dir, cfg, run_info):
+    "The tracker `name` asks for, or None; a missing package is reported once per process and training goes on."
+    if name is None: return None
+    try:
+        if name == 'swanlab': import swanlab
+        else: from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        if name not in _reported_missing:
+            print(f"tracker={name!r}: the {_TRACKERS[name]} package is not installed (pip install {_TRACKERS[name]}); "
+                  'metrics go to the run folder only.')
+            _reported_missing.add(name)
+        return None
+    return _SwanLab(swanlab, run_dir, cfg, run_info) if name == 'swanlab' else _TensorBoard(SummaryWriter, run_dir)
+
+# %% ../nbs/07_train.ipynb #cc37d820
+class _Terminated(KeyboardInterrupt):
+    "SIGTERM, raised as a KeyboardInterrupt so that fit stops the way Ctrl-C stops it."
+
+def _raise_terminated(signum, frame): raise _Terminated()
+
+@contextmanager
+def _sigterm_as_interrupt():
+    "Inside the block SIGTERM raises KeyboardInterrupt (main thread only); the previous handler is restored after."
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try: yield
+    finally: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
 def _summary(run):
     "run_info plus best / final metrics, timings and parameter counts."
-    p, model = run.progress, run.model
+    p, model = run.progress, _unwrap(run.model)
     return {**run.run_info, 'run_dir': str(run.run_dir), 'monitor': run.cfg.monitor, 'best_metric': p.best_metric,
             'best_epoch': p.best_epoch, 'final_metrics': p.last_metrics, 'epochs': p.epoch, 'global_step': p.global_step,
             'median_step_time_s': statistics.median(p.median_step_times), 'images_per_s': statistics.median(p.images_per_s),
@@ -487,13 +560,15 @@ def _summary(run):
             'params_trainable': sum(t.numel() for t in model.parameters() if t.requires_grad),
             'wall_time_s': run.wall_time()}
 
-def fit(model, train_loader, val_loader, loss_fn, evaluate_fn, run_dir, cfg, run_info=None, *, is_main=True, reduce_fn=None):
+def fit(model, train_loader, val_loader, loss_fn, evaluate_fn, run_dir, cfg, run_info=None, *,
+        is_main=True, reduce_fn=None, barrier_fn=None):
     "Train `model` with `loss_fn`, evaluate each epoch with `evaluate_fn`, log and checkpoint into `run_dir`; returns the summary."
-    run = _Run(model, train_loader, val_loader, loss_fn, evaluate_fn, run_dir, cfg, run_info, is_main, reduce_fn)
+    run = _Run(model, train_loader, val_loader, loss_fn, evaluate_fn, run_dir, cfg, run_info, is_main, reduce_fn, barrier_fn)
     try:
-        for epoch in range(run.progress.epoch, cfg.epochs):
-            _train_epoch(run, epoch)
-            _end_epoch(run, epoch)
+        with _sigterm_as_interrupt():
+            for epoch in range(run.progress.epoch, cfg.epochs):
+                _train_epoch(run, epoch)
+                _end_epoch(run, epoch)
     except KeyboardInterrupt as e:
         p = run.progress
         if run.consistent:
@@ -501,12 +576,15 @@ def fit(model, train_loader, val_loader, loss_fn, evaluate_fn, run_dir, cfg, run
             note = f'{run.run_dir / "last.pt"} saved at global step {p.global_step}; fit with resume=True continues the run.'
         else:
             note = f'stopped inside an update, so {run.run_dir / "last.pt"} was kept (global step {run.saved_step}).'
-        raise KeyboardInterrupt(f'training interrupted in epoch {p.epoch + 1}/{cfg.epochs}: {note}') from e
+        how = 'stopped by SIGTERM' if isinstance(e, _Terminated) else 'interrupted'
+        raise KeyboardInterrupt(f'training {how} in epoch {p.epoch + 1}/{cfg.epochs}: {note}') from e
+    finally:
+        if run.tracker: run.tracker.close()
     summary = _summary(run)
     if is_main: _atomic_write_json(run.run_dir / 'summary.json', summary)
     return summary
 
-# %% ../nbs/07_train.ipynb #e13c5b44
+# %% ../nbs/07_train.ipynb #32bb6fc8
 def read_metrics(run_dir, steps=False):
     "The records of run_dir/metrics.jsonl (one per epoch), or of steps.jsonl with steps=True."
     path = Path(run_dir) / ('steps.jsonl' if steps else 'metrics.jsonl')

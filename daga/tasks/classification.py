@@ -6,7 +6,7 @@
 __all__ = ['ClassificationParams', 'build_datasets', 'build_model', 'classification_loss', 'evaluate_classification',
            'default_run_name', 'run_classification', 'compare']
 
-# %% ../../nbs/10_classification.ipynb #1f458941
+# %% ../../nbs/10_classification.ipynb #0aaca790
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,12 +18,13 @@ import torch.nn.functional as F
 from ..adapter import DAGAConfig
 from ..backbone import load_backbone
 from ..data import CIFAR, ImageFolderDataset, EpochSeeded, classification_transforms, make_loader, subsample
+from ..distributed import all_reduce_sum, barrier, current_env, is_main, launch, per_rank_batch, plan_processes, wrap_model
 from ..heads import LinearClassifier, TaskModel
 from ..metrics import TopKAccuracy
 from ..model import AdaptedViT, parse_layers
 from ..train import TrainConfig, compare_table, fit, plot_curves, seed_everything
 
-# %% ../../nbs/10_classification.ipynb #dde33c7f
+# %% ../../nbs/10_classification.ipynb #bab05824
 @dataclass
 class ClassificationParams:
     "Every knob of a classification run (the papermill parameters and the CLI flags)."
@@ -35,7 +36,7 @@ class ClassificationParams:
     guidance_layer: int = -1                # block whose CLS attention guides DAGA (-1 = last)
     compare_baseline: bool = True           # also train the frozen baseline, same seed and data
     epochs: int = 4
-    batch_size: int = 64
+    batch_size: int = 64                    # the global batch, split evenly over the processes
     lr: float = 1e-2                        # AdamW on the head (and DAGA); a linear probe takes a high rate
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.5
@@ -46,8 +47,12 @@ class ClassificationParams:
     output_dir: str = 'outputs'
     run_name: Optional[str] = None          # default: <dataset>_<backbone>_daga<layers>_s<seed>
     resume: bool = False
+    gpus: object = 0                        # 0 = one process on the default device; 4 = four GPUs; '0,1' = those GPUs
+    cpu_procs: int = 0                      # N > 1: N processes on the CPU (gloo) instead of GPUs
+    tracker: Optional[str] = None           # also log epoch metrics to 'swanlab' or 'tensorboard'
 
     def __post_init__(self):
+        plan_processes(self.gpus, self.cpu_procs)   # fails now, not after the data is loaded
         if self.dataset not in ('cifar10', 'cifar100', 'imagefolder'):
             raise ValueError(f"dataset={self.dataset!r}: use 'cifar10', 'cifar100' or 'imagefolder'.")
         if not 0 < self.sample_ratio <= 1:
@@ -65,7 +70,7 @@ class ClassificationParams:
             raise ValueError(f'Unknown parameter(s) {unknown} for classification. Known: {sorted(known)}.')
         return cls(**d)
 
-# %% ../../nbs/10_classification.ipynb #5c3ba0aa
+# %% ../../nbs/10_classification.ipynb #0d959c8a
 def build_datasets(p: ClassificationParams):
     "(train, val) datasets of `p`, with transforms and the sample_ratio subset applied."
     root = Path(p.data_root).expanduser()
@@ -78,7 +83,7 @@ def build_datasets(p: ClassificationParams):
     train, val = subsample(train, p.sample_ratio, p.seed), subsample(val, p.sample_ratio, p.seed)
     return EpochSeeded(train, p.seed), val, classes
 
-# %% ../../nbs/10_classification.ipynb #6d97497e
+# %% ../../nbs/10_classification.ipynb #1e7d4fc3
 def build_model(p: ClassificationParams, num_classes: int, daga_layers=None):
     "AdaptedViT (+ DAGA at `daga_layers`, default p.daga_layers) with a linear head on [CLS, mean patch]."
     backbone = load_backbone(p.backbone, p.weights)
@@ -93,44 +98,53 @@ def classification_loss(model, batch):
 
 @torch.no_grad()
 def evaluate_classification(model, loader):
-    "Top-1 / top-5 accuracy and mean loss over the whole loader."
-    acc, loss, n = TopKAccuracy((1, 5)), 0.0, 0
+    "Top-1 / top-5 accuracy and mean loss over the whole validation set (this rank's shard, counts summed over the ranks)."
+    acc, totals = TopKAccuracy((1, 5)), torch.zeros(2, dtype=torch.float64)     # (loss sum, samples)
     for images, labels in loader:
         images, labels = images.to(_device(model)), labels.to(_device(model))
         logits = model(images).float()
         acc.update(logits, labels)
-        loss += F.cross_entropy(logits, labels, reduction='sum').item(); n += len(labels)
-    return {**acc.compute(), 'val_loss': loss / n}
+        totals += torch.tensor([F.cross_entropy(logits, labels, reduction='sum').item(), len(labels)], dtype=torch.float64)
+    acc.counts = all_reduce_sum(acc.counts)
+    loss_sum, n = all_reduce_sum(totals).tolist()
+    return {**acc.compute(), 'val_loss': loss_sum / n}
 
 def _device(model): return next(model.parameters()).device
 
-# %% ../../nbs/10_classification.ipynb #d4e72f48
+# %% ../../nbs/10_classification.ipynb #ba03e559
 def default_run_name(p: ClassificationParams) -> str:
     layers = '-'.join(map(str, parse_layers(p.daga_layers, 10_000))) or 'none'
     return f'{p.dataset}_{p.backbone}_daga{layers}_s{p.seed}'
 
 def run_classification(p: ClassificationParams, variant: str = 'daga', daga_layers=None) -> dict:
-    "Train and evaluate one configuration; returns the run summary."
+    "Train and evaluate one configuration in this process (one rank, if a process group exists); returns the run summary."
+    env = current_env()
     seed_everything(p.seed)
     train_ds, val_ds, classes = build_datasets(p)
     model = build_model(p, len(classes), daga_layers)
-    train_dl = make_loader(train_ds, p.batch_size, train=True, seed=p.seed, num_workers=p.num_workers)
-    val_dl = make_loader(val_ds, p.batch_size, train=False, seed=p.seed, num_workers=p.num_workers)
-    cfg = TrainConfig(epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay, optimizer='adamw',
-                      warmup_epochs=p.warmup_epochs, monitor='top1', monitor_mode='max', seed=p.seed, resume=p.resume)
+    batch = per_rank_batch(p.batch_size, env)
+    train_dl = make_loader(train_ds, batch, train=True, seed=p.seed, num_workers=p.num_workers, rank=env.rank, world_size=env.world_size)
+    val_dl = make_loader(val_ds, batch, train=False, seed=p.seed, num_workers=p.num_workers, rank=env.rank, world_size=env.world_size)
+    device = str(env.device) if env.distributed else plan_processes(p.gpus, p.cpu_procs).device
+    cfg = TrainConfig(epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay, optimizer='adamw', warmup_epochs=p.warmup_epochs,
+                      monitor='top1', monitor_mode='max', seed=p.seed, resume=p.resume, device=device, tracker=p.tracker)
     run_dir = Path(p.output_dir) / 'classification' / (p.run_name or default_run_name(p)) / variant
-    info = dict(task='classification', variant=variant, params=asdict(p), classes=classes,
+    info = dict(task='classification', variant=variant, params=asdict(p), classes=classes, world_size=env.world_size,
                 backbone=p.backbone, daga_layers=model.vit.daga_layers, guidance_layer=model.vit.guidance_layer,
                 params_daga=sum(q.numel() for q in model.vit.daga.parameters()))
-    return fit(model, train_dl, val_dl, classification_loss, evaluate_classification, run_dir, cfg, run_info=info)
+    return fit(wrap_model(model, env), train_dl, val_dl, classification_loss, evaluate_classification, run_dir, cfg,
+               run_info=info, is_main=env.is_main, reduce_fn=all_reduce_sum, barrier_fn=barrier)
 
 def compare(p: ClassificationParams) -> dict:
-    "Train the frozen baseline (if p.compare_baseline) and DAGA with the same seed and data; save the comparison."
+    "Train the frozen baseline (if p.compare_baseline) and DAGA, same seed and data, in the processes p asks for; save the comparison."
+    plan = plan_processes(p.gpus, p.cpu_procs)
+    if plan.nproc > 1 and not current_env().distributed: return launch(compare, (p,), plan.nproc, plan.devices)
     summaries = {}
     if p.compare_baseline: summaries['baseline'] = run_classification(p, 'baseline', daga_layers=[])
     if parse_layers(p.daga_layers, 10_000): summaries['daga'] = run_classification(p, 'daga')
     out = Path(p.output_dir) / 'classification' / (p.run_name or default_run_name(p))
-    (out / 'comparison.md').write_text(compare_table(summaries, metrics=('top1', 'top5')))
-    (out / 'comparison.json').write_text(json.dumps(summaries, indent=2, default=str))
-    plot_curves({k: out / k for k in summaries}, keys=('train_loss', 'top1')).savefig(out / 'curves.png', dpi=120)
+    if is_main():
+        (out / 'comparison.md').write_text(compare_table(summaries, metrics=('top1', 'top5')))
+        (out / 'comparison.json').write_text(json.dumps(summaries, indent=2, default=str))
+        plot_curves({k: out / k for k in summaries}, keys=('train_loss', 'top1')).savefig(out / 'curves.png', dpi=120)
     return summaries

@@ -7,7 +7,7 @@ __all__ = ['SegmentationParams', 'build_datasets', 'build_model', 'segmentation_
            'make_evaluator', 'default_run_name', 'run_dir_of', 'run_segmentation', 'compare', 'load_run_model',
            'plot_predictions', 'plot_iou_comparison']
 
-# %% ../../nbs/11_segmentation.ipynb #af7a67ce
+# %% ../../nbs/11_segmentation.ipynb #370b89eb
 import json
 import math
 from dataclasses import asdict, dataclass, fields
@@ -20,13 +20,14 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from ..backbone import load_backbone
-from ..data import ADE20K, EpochSeeded, make_loader, segmentation_transforms, subsample
+from ..data import ADE20K, EpochSeeded, EvalShardSampler, make_loader, segmentation_transforms, subsample
+from ..distributed import all_reduce_sum, barrier, current_env, is_main, launch, per_rank_batch, plan_processes, wrap_model
 from ..heads import LinearSegHead, TaskModel, default_out_indices
 from ..metrics import ConfusionMatrix, plot_per_class_iou
 from ..model import AdaptedViT, parse_layers
 from ..train import TrainConfig, compare_table, fit, plot_curves, seed_everything
 
-# %% ../../nbs/11_segmentation.ipynb #7056e3ae
+# %% ../../nbs/11_segmentation.ipynb #09aeb8ef
 @dataclass
 class SegmentationParams:
     "Every knob of a segmentation run (the papermill parameters and the CLI flags)."
@@ -38,7 +39,7 @@ class SegmentationParams:
     out_indices: object = None              # blocks the head concatenates; None = 4 evenly spaced ending at the last
     compare_baseline: bool = True
     epochs: int = 6
-    batch_size: int = 16
+    batch_size: int = 16                    # the global batch, split evenly over the processes
     lr: float = 1e-3                        # DINOv3 linear protocol: AdamW lr 1e-3, weight decay 1e-3
     weight_decay: float = 1e-3
     warmup_epochs: float = 0.5
@@ -51,8 +52,12 @@ class SegmentationParams:
     output_dir: str = 'outputs'
     run_name: Optional[str] = None
     resume: bool = False
+    gpus: object = 0                        # 0 = one process on the default device; 4 = four GPUs; '0,1' = those GPUs
+    cpu_procs: int = 0                      # N > 1: N processes on the CPU (gloo) instead of GPUs
+    tracker: Optional[str] = None           # also log epoch metrics to 'swanlab' or 'tensorboard'
 
     def __post_init__(self):
+        plan_processes(self.gpus, self.cpu_procs)   # fails now, not after the data is loaded
         if not 0 < self.sample_ratio <= 1:
             raise ValueError(f'sample_ratio={self.sample_ratio} must be in (0, 1]: 0.1 trains on a fixed 10% subset.')
         if self.crop_size % 16:
@@ -71,7 +76,7 @@ class SegmentationParams:
             raise ValueError(f'Unknown parameter(s) {unknown} for segmentation. Known: {sorted(known)}.')
         return cls(**d)
 
-# %% ../../nbs/11_segmentation.ipynb #d4422d5d
+# %% ../../nbs/11_segmentation.ipynb #8a949257
 def build_datasets(p: SegmentationParams):
     "(train, val, class names): train with joint augmentation, val with raw images and original-size masks."
     train = ADE20K(p.data_root, 'training', transforms=segmentation_transforms(p.crop_size, train=True))
@@ -83,12 +88,16 @@ def _collate_list(batch):
     "Validation images differ in size: keep them as lists."
     return [b[0] for b in batch], [b[1] for b in batch]
 
-# %% ../../nbs/11_segmentation.ipynb #486e5814
+# %% ../../nbs/11_segmentation.ipynb #b139e85d
 def build_model(p: SegmentationParams, num_classes: int, daga_layers=None):
     "AdaptedViT (+ DAGA) with DINOv3's linear segmentation head on `p.out_indices`."
     backbone = load_backbone(p.backbone, p.weights)
     out = default_out_indices(backbone.depth) if p.out_indices in (None, '', []) else parse_layers(p.out_indices, backbone.depth, 'out_indices block')
     vit = AdaptedViT(backbone, p.daga_layers if daga_layers is None else daga_layers, guidance_layer=p.guidance_layer)
+    late = [l for l in vit.daga_layers if l > max(out)]
+    if late:
+        raise ValueError(f'DAGA layer(s) {late} come after the last block the head reads (out_indices={out}), so they cannot '
+                         f'change its input: use daga_layers <= {max(out)}, or add a later block to out_indices.')
     return TaskModel(vit, LinearSegHead(backbone.embed_dim, num_classes, out_indices=out))
 
 def segmentation_loss(model, batch):
@@ -99,7 +108,7 @@ def segmentation_loss(model, batch):
     logits = model(images, size=masks.shape[-2:])
     return F.cross_entropy(logits.float(), masks.long(), ignore_index=255)
 
-# %% ../../nbs/11_segmentation.ipynb #3a204502
+# %% ../../nbs/11_segmentation.ipynb #dc95b4ca
 def _eval_image(image, crop_size):
     "uint8 (3, H, W) image -> normalised float (1, 3, h', w') with the shorter side at crop_size."
     return segmentation_transforms(crop_size, train=False)(image)[None]
@@ -130,7 +139,7 @@ def slide_logits(model, x, crop: int, stride: int):
         out[0, :, t:t + crop, l:l + crop] += lg; count[..., t:t + crop, l:l + crop] += 1
     return out / count
 
-# %% ../../nbs/11_segmentation.ipynb #bf739e6c
+# %% ../../nbs/11_segmentation.ipynb #17071d05
 @torch.no_grad()
 def predict(model, image, p: SegmentationParams):
     "Class logits (1, C, H, W) for one uint8 (3, H, W) image, at the image's original size."
@@ -140,16 +149,17 @@ def predict(model, image, p: SegmentationParams):
     return F.interpolate(logits.float(), size=image.shape[-2:], mode='bilinear', align_corners=False)
 
 def make_evaluator(p: SegmentationParams, num_classes: int):
-    "evaluate_fn for the training core: mIoU, pixel accuracy, mean accuracy and per-class IoU."
+    "evaluate_fn for the training core: mIoU, pixel accuracy, mean accuracy and per-class IoU (one matrix summed over the ranks)."
     def evaluate(model, loader):
         cm = ConfusionMatrix(num_classes)
         for images, masks in loader:
             for image, mask in zip(images, masks):
                 cm.update(predict(model, image, p).argmax(1)[0].cpu(), mask)
+        cm.mat = all_reduce_sum(cm.mat)
         return cm.compute()
     return evaluate
 
-# %% ../../nbs/11_segmentation.ipynb #e5b3e09a
+# %% ../../nbs/11_segmentation.ipynb #48871bd7
 def default_run_name(p: SegmentationParams) -> str:
     layers = '-'.join(map(str, parse_layers(p.daga_layers, 10_000))) or 'none'
     return f'ade20k_{p.backbone}_daga{layers}_s{p.seed}'
@@ -158,31 +168,39 @@ def run_dir_of(p: SegmentationParams) -> Path:
     return Path(p.output_dir) / 'segmentation' / (p.run_name or default_run_name(p))
 
 def run_segmentation(p: SegmentationParams, variant: str = 'daga', daga_layers=None) -> dict:
-    "Train and evaluate one configuration; returns the run summary."
+    "Train and evaluate one configuration in this process (one rank, if a process group exists); returns the run summary."
+    env = current_env()
     seed_everything(p.seed)
     train_ds, val_ds, classes = build_datasets(p)
     model = build_model(p, len(classes), daga_layers)
-    train_dl = make_loader(train_ds, p.batch_size, train=True, seed=p.seed, num_workers=p.num_workers)
-    val_dl = torch.utils.data.DataLoader(val_ds, batch_size=4, shuffle=False, collate_fn=_collate_list, num_workers=p.num_workers)
-    cfg = TrainConfig(epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay, optimizer='adamw',
-                      warmup_epochs=p.warmup_epochs, monitor='miou', monitor_mode='max', seed=p.seed, resume=p.resume)
-    info = dict(task='segmentation', variant=variant, params=asdict(p), classes=classes, backbone=p.backbone,
-                daga_layers=model.vit.daga_layers, guidance_layer=model.vit.guidance_layer,
+    train_dl = make_loader(train_ds, per_rank_batch(p.batch_size, env), train=True, seed=p.seed, num_workers=p.num_workers,
+                           rank=env.rank, world_size=env.world_size)
+    val_dl = torch.utils.data.DataLoader(val_ds, batch_size=4, sampler=EvalShardSampler(len(val_ds), env.rank, env.world_size),
+                                         collate_fn=_collate_list, num_workers=p.num_workers)
+    device = str(env.device) if env.distributed else plan_processes(p.gpus, p.cpu_procs).device
+    cfg = TrainConfig(epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay, optimizer='adamw', warmup_epochs=p.warmup_epochs,
+                      monitor='miou', monitor_mode='max', seed=p.seed, resume=p.resume, device=device, tracker=p.tracker)
+    info = dict(task='segmentation', variant=variant, params=asdict(p), classes=classes, world_size=env.world_size,
+                backbone=p.backbone, daga_layers=model.vit.daga_layers, guidance_layer=model.vit.guidance_layer,
                 out_indices=list(model.head.layers), params_daga=sum(q.numel() for q in model.vit.daga.parameters()))
-    return fit(model, train_dl, val_dl, segmentation_loss, make_evaluator(p, len(classes)), run_dir_of(p) / variant, cfg, run_info=info)
+    return fit(wrap_model(model, env), train_dl, val_dl, segmentation_loss, make_evaluator(p, len(classes)),
+               run_dir_of(p) / variant, cfg, run_info=info, is_main=env.is_main, reduce_fn=all_reduce_sum, barrier_fn=barrier)
 
 def compare(p: SegmentationParams) -> dict:
-    "Train the frozen baseline (if p.compare_baseline) and DAGA with the same seed and data; save table and curves."
+    "Train the frozen baseline (if p.compare_baseline) and DAGA, same seed and data, in the processes p asks for; save table and curves."
+    plan = plan_processes(p.gpus, p.cpu_procs)
+    if plan.nproc > 1 and not current_env().distributed: return launch(compare, (p,), plan.nproc, plan.devices)
     summaries = {}
     if p.compare_baseline: summaries['baseline'] = run_segmentation(p, 'baseline', daga_layers=[])
     if parse_layers(p.daga_layers, 10_000): summaries['daga'] = run_segmentation(p, 'daga')
     out = run_dir_of(p)
-    (out / 'comparison.md').write_text(compare_table(summaries, metrics=('miou', 'pixel_acc', 'mean_acc')))
-    (out / 'comparison.json').write_text(json.dumps(summaries, indent=2, default=str))
-    plot_curves({k: out / k for k in summaries}, keys=('train_loss', 'miou', 'pixel_acc')).savefig(out / 'curves.png', dpi=120)
+    if is_main():
+        (out / 'comparison.md').write_text(compare_table(summaries, metrics=('miou', 'pixel_acc', 'mean_acc')))
+        (out / 'comparison.json').write_text(json.dumps(summaries, indent=2, default=str))
+        plot_curves({k: out / k for k in summaries}, keys=('train_loss', 'miou', 'pixel_acc')).savefig(out / 'curves.png', dpi=120)
     return summaries
 
-# %% ../../nbs/11_segmentation.ipynb #60b0c692
+# %% ../../nbs/11_segmentation.ipynb #6fa313f4
 _MEAN, _STD = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
 def load_run_model(run_dir, p: SegmentationParams, num_classes: int, daga_layers, ckpt: str = 'best.pt'):
