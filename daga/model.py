@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['parse_layers', 'Features', 'AdaptedViT', 'trainable_state_dict', 'load_trainable_state_dict']
 
-# %% ../nbs/02_model.ipynb #987cc187
+# %% ../nbs/02_model.ipynb #8546d26b
 import ast
 from dataclasses import dataclass, field
 
@@ -15,7 +15,7 @@ import torch.nn as nn
 from .adapter import DAGA, DAGAConfig, guidance_map
 from .backbone import DINOv3Backbone, TokenLayout, cls_attention, load_backbone
 
-# %% ../nbs/02_model.ipynb #c8a7365f
+# %% ../nbs/02_model.ipynb #b4b78a9a
 def parse_layers(layers, depth: int, what: str = 'DAGA layer') -> list:
     "Block indices from an int, a list, or a string ('11', '1,2,10,11', '[1, 2, 10, 11]', '' / 'none' = [])."
     if layers is None: return []
@@ -37,7 +37,7 @@ def parse_layers(layers, depth: int, what: str = 'DAGA layer') -> list:
         out.append(l % depth)
     return sorted(set(out))
 
-# %% ../nbs/02_model.ipynb #a9935370
+# %% ../nbs/02_model.ipynb #b63cc158
 @dataclass
 class Features:
     "What AdaptedViT hands to heads: final tokens, requested intermediates, guidance, and optional attention."
@@ -53,7 +53,7 @@ class Features:
     @property
     def patch_mean(self): return self.patches.mean(dim=(1, 2))   # (B, D)
 
-# %% ../nbs/02_model.ipynb #9430adfb
+# %% ../nbs/02_model.ipynb #32bc91ea
 class AdaptedViT(nn.Module):
     "A frozen DINOv3 backbone with DAGA modules after `daga_layers`, guided by block `guidance_layer`'s CLS attention."
     def __init__(self, backbone: DINOv3Backbone, daga_layers=(11,), guidance_layer=None, cfg: DAGAConfig = None):
@@ -97,7 +97,7 @@ class AdaptedViT(nn.Module):
 
         with torch.no_grad():                            # the shared frozen prefix: no autograd state
             for i in range(first): x = run_block(i, x)
-            if dagas and G is None:                      # a DAGA layer comes before g: frozen stream on to g's input
+            if dagas and first < g:                      # a DAGA layer comes before g: frozen stream on to g's input
                 xf = bb.blocks[first](x, rope=rope)
                 for i in range(first + 1, g): xf = bb.blocks[i](xf, rope=rope)
                 G = self._guidance(xf, rope, lay)
@@ -116,7 +116,7 @@ class AdaptedViT(nn.Module):
     def extra_repr(self):
         return f'daga_layers={self.daga_layers}, guidance_layer={self.guidance_layer}, one_pass={self.one_pass}'
 
-# %% ../nbs/02_model.ipynb #4364276e
+# %% ../nbs/02_model.ipynb #07b34f5b
 def _backbone_prefixes(model: nn.Module):
     return [name + '.' for name, mod in model.named_modules() if isinstance(mod, DINOv3Backbone)]
 

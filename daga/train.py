@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['TrainConfig', 'seed_everything', 'warmup_cosine', 'make_optimizer', 'make_scheduler', 'to_device', 'fit',
-           'read_metrics', 'plot_curves', 'compare_table']
+           'resolve_run_name', 'read_metrics', 'plot_curves', 'compare_table']
 
-# %% ../nbs/07_train.ipynb #760cfd56
+# %% ../nbs/07_train.ipynb #d8f67204
 import json
 import math
 import os
@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler
 from tqdm.auto import tqdm
 
-# %% ../nbs/07_train.ipynb #a3d6014f
+# %% ../nbs/07_train.ipynb #992ffa3c
 _TRACKERS = {None: None, 'swanlab': 'swanlab', 'tensorboard': 'tensorboard'}   # tracker -> the pip package it needs
 
 def _require(ok, message):
@@ -90,7 +90,7 @@ class TrainConfig:
             except RuntimeError: _require(False, f"device must be 'auto' or a torch device like 'cpu', 'cuda:0'; got {self.device!r}.")
         _require(self.tracker in tuple(_TRACKERS), f"tracker must be one of {sorted(_TRACKERS, key=str)}; got {self.tracker!r}.")
 
-# %% ../nbs/07_train.ipynb #48f4d9d0
+# %% ../nbs/07_train.ipynb #633488fb
 def seed_everything(seed):
     "Seed Python's random, NumPy and torch (CPU and every CUDA device)."
     random.seed(seed)
@@ -111,14 +111,14 @@ def _set_rng_state(state):
     torch.set_rng_state(state['torch'])
     if state['cuda']: torch.cuda.set_rng_state_all(state['cuda'])
 
-# %% ../nbs/07_train.ipynb #472086d1
+# %% ../nbs/07_train.ipynb #2eda77bc
 def warmup_cosine(step, total_steps, warmup_steps, min_lr_ratio=0.0):
     "LR factor at optimizer step `step`: linear warm-up to 1 over warmup_steps, then cosine to min_lr_ratio."
     if step < warmup_steps: return (step + 1) / warmup_steps
     progress = min((step - warmup_steps) / max(1, total_steps - warmup_steps), 1.0)
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-# %% ../nbs/07_train.ipynb #4d7fdd3c
+# %% ../nbs/07_train.ipynb #50e0e95c
 def make_optimizer(model, cfg):
     "AdamW or SGD over the trainable parameters; no weight decay on biases, norms and other <2-d parameters."
     params = [p for p in model.parameters() if p.requires_grad]
@@ -138,7 +138,7 @@ def make_scheduler(optimizer, cfg, steps_per_epoch):
         raise ValueError(f'warmup_steps={warmup} exceeds the run ({cfg.epochs} epochs x {steps_per_epoch} steps = {total}).')
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup, cfg.min_lr_ratio))
 
-# %% ../nbs/07_train.ipynb #85cd7d2c
+# %% ../nbs/07_train.ipynb #855771f5
 def to_device(batch, device):
     "Move every tensor in a (nested) tuple / list / dict batch to `device`."
     if isinstance(batch, torch.Tensor): return batch.to(device, non_blocking=True)
@@ -160,7 +160,7 @@ def _batch_size(batch):
         raise TypeError(f'cannot tell the batch size of a {type(batch).__name__} batch: its first tensor must have a batch dimension.')
     return t.shape[0]
 
-# %% ../nbs/07_train.ipynb #4f4cec6f
+# %% ../nbs/07_train.ipynb #b4ad5de4
 def _check_train_loader(loader):
     "Batches per epoch of a train loader whose order is a function of the epoch; a clear error otherwise."
     if isinstance(loader.dataset, IterableDataset):
@@ -196,7 +196,7 @@ def _skip_batches(loader, k):
     if loader.batch_sampler is None: return DataLoader(loader.dataset, batch_size=None, sampler=_SkipFirst(loader.sampler, k), **same)
     return DataLoader(loader.dataset, batch_sampler=_SkipFirst(loader.batch_sampler, k), **same)
 
-# %% ../nbs/07_train.ipynb #f2a28fdb
+# %% ../nbs/07_train.ipynb #c159cecb
 def _atomic_write(path, write):
     "Write bytes through write(file) to a temp file next to path, fsync, then os.replace onto path."
     path = Path(path)
@@ -229,7 +229,7 @@ def _truncate_jsonl(path, keep):
     kept = [r for r in records if keep(r)]
     if len(kept) < len(records): _atomic_write(path, lambda f: f.write(''.join(json.dumps(r) + '\n' for r in kept).encode()))
 
-# %% ../nbs/07_train.ipynb #8201b695
+# %% ../nbs/07_train.ipynb #0d7e2715
 @dataclass
 class _Progress:
     "Where a run stands; saved in every checkpoint so the bookkeeping resumes exactly."
@@ -280,7 +280,7 @@ def _check_same_config(saved, cfg, path):
         raise ValueError(f'{path} was written with a different config ({"; ".join(diff)}). Resume with the '
                          'checkpoint\'s config, or start a new run_name.')
 
-# %% ../nbs/07_train.ipynb #75ee975f
+# %% ../nbs/07_train.ipynb #eacf819f
 _RECORD_KEYS = {'epoch', 'step', 'train_loss', 'lr', 'epoch_time_s', 'eval_time_s', 'step_time_s', 'images_per_s'}
 _SUMMARY_KEYS = {'run_dir', 'monitor', 'best_metric', 'best_epoch', 'final_metrics', 'epochs', 'global_step',
                  'median_step_time_s', 'images_per_s', 'params_total', 'params_trainable', 'wall_time_s'}
@@ -372,7 +372,7 @@ class _Run:
                                 config=_jsonable(asdict(self.cfg)), **asdict(progress)), self.run_dir / name)
         if name == 'last.pt': self.saved_step = progress.global_step
 
-# %% ../nbs/07_train.ipynb #733e821d
+# %% ../nbs/07_train.ipynb #b9f0f1da
 def _check_loss(loss):
     "loss_fn must return a scalar tensor that reaches a trainable parameter."
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -422,7 +422,7 @@ def _train_step(run, batch, epoch, bar):
     run.boundary_rng = _rng_state()
     run.consistent = True
 
-# %% ../nbs/07_train.ipynb #dcaf88d5
+# %% ../nbs/07_train.ipynb #a436e213
 def _train_epoch(run, epoch):
     "Train epoch `epoch` (its remainder when resuming mid-epoch)."
     p, cfg = run.progress, run.cfg
@@ -442,7 +442,7 @@ def _train_epoch(run, epoch):
     finally:
         del batches   # stop loader workers now, not when a traceback holding this frame is collected
 
-# %% ../nbs/07_train.ipynb #2ddabc09
+# %% ../nbs/07_train.ipynb #de84a3b7
 def _clean_metrics(metrics):
     "evaluate_fn's dict with tensor / NumPy scalars as floats; a clear error for anything else."
     if not isinstance(metrics, dict):
@@ -500,7 +500,7 @@ def _end_epoch(run, epoch):
     run.save('last.pt')
     run.consistent = True
 
-# %% ../nbs/07_train.ipynb #59798082
+# %% ../nbs/07_train.ipynb #a88a0a60
 class _SwanLab:
     "Epoch metrics to a SwanLab experiment named after the run folder."
     def __init__(self, swanlab, run_dir, cfg, run_info):
@@ -534,7 +534,7 @@ def _open_tracker(name, run_dir, cfg, run_info):
         return None
     return _SwanLab(swanlab, run_dir, cfg, run_info) if name == 'swanlab' else _TensorBoard(SummaryWriter, run_dir)
 
-# %% ../nbs/07_train.ipynb #cc37d820
+# %% ../nbs/07_train.ipynb #16e0e144
 class _Terminated(KeyboardInterrupt):
     "SIGTERM, raised as a KeyboardInterrupt so that fit stops the way Ctrl-C stops it."
 
@@ -584,7 +584,19 @@ def fit(model, train_loader, val_loader, loss_fn, evaluate_fn, run_dir, cfg, run
     if is_main: _atomic_write_json(run.run_dir / 'summary.json', summary)
     return summary
 
-# %% ../nbs/07_train.ipynb #32bb6fc8
+# %% ../nbs/07_train.ipynb #609bfca0
+def resolve_run_name(parent, base: str, run_name=None, resume: bool = False) -> str:
+    "`run_name` if given; with `resume`, the newest `<base>_<timestamp>` folder in `parent`; else a new timestamped name."
+    if run_name: return str(run_name)
+    if resume:
+        found = sorted(d.name for d in Path(parent).glob(f'{base}_*') if (d / '.').is_dir()) if Path(parent).is_dir() else []
+        if not found:
+            raise FileNotFoundError(f'resume=True but {parent} holds no run named {base}_<timestamp> to continue: pass the '
+                                    f'run_name of the run to resume, or resume=False to start a new one.')
+        return found[-1]
+    return f'{base}_{time.strftime("%Y%m%d-%H%M%S")}'
+
+# %% ../nbs/07_train.ipynb #7de8b28d
 def read_metrics(run_dir, steps=False):
     "The records of run_dir/metrics.jsonl (one per epoch), or of steps.jsonl with steps=True."
     path = Path(run_dir) / ('steps.jsonl' if steps else 'metrics.jsonl')

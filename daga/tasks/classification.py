@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['ClassificationParams', 'build_datasets', 'build_model', 'classification_loss', 'evaluate_classification',
-           'default_run_name', 'run_classification', 'compare']
+           'default_run_name', 'run_dir_of', 'run_classification', 'compare']
 
-# %% ../../nbs/10_classification.ipynb #0aaca790
+# %% ../../nbs/10_classification.ipynb #143474e6
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional
 
@@ -22,9 +22,9 @@ from ..distributed import all_reduce_sum, barrier, current_env, is_main, launch,
 from ..heads import LinearClassifier, TaskModel
 from ..metrics import TopKAccuracy
 from ..model import AdaptedViT, parse_layers
-from ..train import TrainConfig, compare_table, fit, plot_curves, seed_everything
+from ..train import TrainConfig, compare_table, fit, plot_curves, resolve_run_name, seed_everything
 
-# %% ../../nbs/10_classification.ipynb #bab05824
+# %% ../../nbs/10_classification.ipynb #1ae5e5cb
 @dataclass
 class ClassificationParams:
     "Every knob of a classification run (the papermill parameters and the CLI flags)."
@@ -68,9 +68,18 @@ class ClassificationParams:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f'Unknown parameter(s) {unknown} for classification. Known: {sorted(known)}.')
-        return cls(**d)
+        from daga.cli import parse_value   # papermill passes `-p resume true` as the text 'true': type it as the CLI does
+        types = {f.name: f.type for f in fields(cls)}
+        return cls(**{k: parse_value(k, v, types[k]) if isinstance(v, str) else v for k, v in d.items()})
 
-# %% ../../nbs/10_classification.ipynb #0d959c8a
+    def resolved(self):
+        "A copy ready to run: run_name chosen (new timestamped name, or the newest run when resuming), paths absolute."
+        absolute = lambda path: None if path is None else str(Path(path).expanduser().resolve())
+        name = resolve_run_name(Path(self.output_dir) / 'classification', default_run_name(self), self.run_name, self.resume)
+        return replace(self, run_name=name, data_root=absolute(self.data_root), weights=absolute(self.weights),
+                       output_dir=absolute(self.output_dir))
+
+# %% ../../nbs/10_classification.ipynb #62e11de3
 def build_datasets(p: ClassificationParams):
     "(train, val) datasets of `p`, with transforms and the sample_ratio subset applied."
     root = Path(p.data_root).expanduser()
@@ -83,7 +92,7 @@ def build_datasets(p: ClassificationParams):
     train, val = subsample(train, p.sample_ratio, p.seed), subsample(val, p.sample_ratio, p.seed)
     return EpochSeeded(train, p.seed), val, classes
 
-# %% ../../nbs/10_classification.ipynb #1e7d4fc3
+# %% ../../nbs/10_classification.ipynb #fdbcc58e
 def build_model(p: ClassificationParams, num_classes: int, daga_layers=None):
     "AdaptedViT (+ DAGA at `daga_layers`, default p.daga_layers) with a linear head on [CLS, mean patch]."
     backbone = load_backbone(p.backbone, p.weights)
@@ -111,14 +120,19 @@ def evaluate_classification(model, loader):
 
 def _device(model): return next(model.parameters()).device
 
-# %% ../../nbs/10_classification.ipynb #ba03e559
+# %% ../../nbs/10_classification.ipynb #48a630cc
 def default_run_name(p: ClassificationParams) -> str:
     layers = '-'.join(map(str, parse_layers(p.daga_layers, 10_000))) or 'none'
     return f'{p.dataset}_{p.backbone}_daga{layers}_s{p.seed}'
 
+def run_dir_of(p: ClassificationParams) -> Path:
+    "The run folder of `p` (baseline/ and daga/ inside): resolves the run name if `p` has none yet."
+    p = p if p.run_name else p.resolved()
+    return Path(p.output_dir) / 'classification' / p.run_name
+
 def run_classification(p: ClassificationParams, variant: str = 'daga', daga_layers=None) -> dict:
     "Train and evaluate one configuration in this process (one rank, if a process group exists); returns the run summary."
-    env = current_env()
+    p, env = p.resolved(), current_env()
     seed_everything(p.seed)
     train_ds, val_ds, classes = build_datasets(p)
     model = build_model(p, len(classes), daga_layers)
@@ -128,7 +142,7 @@ def run_classification(p: ClassificationParams, variant: str = 'daga', daga_laye
     device = str(env.device) if env.distributed else plan_processes(p.gpus, p.cpu_procs).device
     cfg = TrainConfig(epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay, optimizer='adamw', warmup_epochs=p.warmup_epochs,
                       monitor='top1', monitor_mode='max', seed=p.seed, resume=p.resume, device=device, tracker=p.tracker)
-    run_dir = Path(p.output_dir) / 'classification' / (p.run_name or default_run_name(p)) / variant
+    run_dir = run_dir_of(p) / variant
     info = dict(task='classification', variant=variant, params=asdict(p), classes=classes, world_size=env.world_size,
                 backbone=p.backbone, daga_layers=model.vit.daga_layers, guidance_layer=model.vit.guidance_layer,
                 params_daga=sum(q.numel() for q in model.vit.daga.parameters()))
@@ -137,12 +151,12 @@ def run_classification(p: ClassificationParams, variant: str = 'daga', daga_laye
 
 def compare(p: ClassificationParams) -> dict:
     "Train the frozen baseline (if p.compare_baseline) and DAGA, same seed and data, in the processes p asks for; save the comparison."
-    plan = plan_processes(p.gpus, p.cpu_procs)
+    p, plan = p.resolved(), plan_processes(p.gpus, p.cpu_procs)     # the run name is fixed before any worker starts
     if plan.nproc > 1 and not current_env().distributed: return launch(compare, (p,), plan.nproc, plan.devices)
     summaries = {}
     if p.compare_baseline: summaries['baseline'] = run_classification(p, 'baseline', daga_layers=[])
     if parse_layers(p.daga_layers, 10_000): summaries['daga'] = run_classification(p, 'daga')
-    out = Path(p.output_dir) / 'classification' / (p.run_name or default_run_name(p))
+    out = run_dir_of(p)
     if is_main():
         (out / 'comparison.md').write_text(compare_table(summaries, metrics=('top1', 'top5')))
         (out / 'comparison.json').write_text(json.dumps(summaries, indent=2, default=str))

@@ -7,10 +7,10 @@ __all__ = ['SegmentationParams', 'build_datasets', 'build_model', 'segmentation_
            'make_evaluator', 'default_run_name', 'run_dir_of', 'run_segmentation', 'compare', 'load_run_model',
            'plot_predictions', 'plot_iou_comparison']
 
-# %% ../../nbs/11_segmentation.ipynb #370b89eb
+# %% ../../nbs/11_segmentation.ipynb #c78e3a3a
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Optional
 
@@ -25,9 +25,9 @@ from ..distributed import all_reduce_sum, barrier, current_env, is_main, launch,
 from ..heads import LinearSegHead, TaskModel, default_out_indices
 from ..metrics import ConfusionMatrix, plot_per_class_iou
 from ..model import AdaptedViT, parse_layers
-from ..train import TrainConfig, compare_table, fit, plot_curves, seed_everything
+from ..train import TrainConfig, compare_table, fit, plot_curves, resolve_run_name, seed_everything
 
-# %% ../../nbs/11_segmentation.ipynb #09aeb8ef
+# %% ../../nbs/11_segmentation.ipynb #1df6fc0d
 @dataclass
 class SegmentationParams:
     "Every knob of a segmentation run (the papermill parameters and the CLI flags)."
@@ -74,9 +74,18 @@ class SegmentationParams:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f'Unknown parameter(s) {unknown} for segmentation. Known: {sorted(known)}.')
-        return cls(**d)
+        from daga.cli import parse_value   # papermill passes `-p resume true` as the text 'true': type it as the CLI does
+        types = {f.name: f.type for f in fields(cls)}
+        return cls(**{k: parse_value(k, v, types[k]) if isinstance(v, str) else v for k, v in d.items()})
 
-# %% ../../nbs/11_segmentation.ipynb #8a949257
+    def resolved(self):
+        "A copy ready to run: run_name chosen (new timestamped name, or the newest run when resuming), paths absolute."
+        absolute = lambda path: None if path is None else str(Path(path).expanduser().resolve())
+        name = resolve_run_name(Path(self.output_dir) / 'segmentation', default_run_name(self), self.run_name, self.resume)
+        return replace(self, run_name=name, data_root=absolute(self.data_root), weights=absolute(self.weights),
+                       output_dir=absolute(self.output_dir))
+
+# %% ../../nbs/11_segmentation.ipynb #00608e3d
 def build_datasets(p: SegmentationParams):
     "(train, val, class names): train with joint augmentation, val with raw images and original-size masks."
     train = ADE20K(p.data_root, 'training', transforms=segmentation_transforms(p.crop_size, train=True))
@@ -88,7 +97,7 @@ def _collate_list(batch):
     "Validation images differ in size: keep them as lists."
     return [b[0] for b in batch], [b[1] for b in batch]
 
-# %% ../../nbs/11_segmentation.ipynb #b139e85d
+# %% ../../nbs/11_segmentation.ipynb #d384bd26
 def build_model(p: SegmentationParams, num_classes: int, daga_layers=None):
     "AdaptedViT (+ DAGA) with DINOv3's linear segmentation head on `p.out_indices`."
     backbone = load_backbone(p.backbone, p.weights)
@@ -108,7 +117,7 @@ def segmentation_loss(model, batch):
     logits = model(images, size=masks.shape[-2:])
     return F.cross_entropy(logits.float(), masks.long(), ignore_index=255)
 
-# %% ../../nbs/11_segmentation.ipynb #dc95b4ca
+# %% ../../nbs/11_segmentation.ipynb #28f7ff7b
 def _eval_image(image, crop_size):
     "uint8 (3, H, W) image -> normalised float (1, 3, h', w') with the shorter side at crop_size."
     return segmentation_transforms(crop_size, train=False)(image)[None]
@@ -139,7 +148,7 @@ def slide_logits(model, x, crop: int, stride: int):
         out[0, :, t:t + crop, l:l + crop] += lg; count[..., t:t + crop, l:l + crop] += 1
     return out / count
 
-# %% ../../nbs/11_segmentation.ipynb #17071d05
+# %% ../../nbs/11_segmentation.ipynb #7191d5ef
 @torch.no_grad()
 def predict(model, image, p: SegmentationParams):
     "Class logits (1, C, H, W) for one uint8 (3, H, W) image, at the image's original size."
@@ -159,17 +168,19 @@ def make_evaluator(p: SegmentationParams, num_classes: int):
         return cm.compute()
     return evaluate
 
-# %% ../../nbs/11_segmentation.ipynb #48871bd7
+# %% ../../nbs/11_segmentation.ipynb #d0323e12
 def default_run_name(p: SegmentationParams) -> str:
     layers = '-'.join(map(str, parse_layers(p.daga_layers, 10_000))) or 'none'
     return f'ade20k_{p.backbone}_daga{layers}_s{p.seed}'
 
 def run_dir_of(p: SegmentationParams) -> Path:
-    return Path(p.output_dir) / 'segmentation' / (p.run_name or default_run_name(p))
+    "The run folder of `p` (baseline/ and daga/ inside): resolves the run name if `p` has none yet."
+    p = p if p.run_name else p.resolved()
+    return Path(p.output_dir) / 'segmentation' / p.run_name
 
 def run_segmentation(p: SegmentationParams, variant: str = 'daga', daga_layers=None) -> dict:
     "Train and evaluate one configuration in this process (one rank, if a process group exists); returns the run summary."
-    env = current_env()
+    p, env = p.resolved(), current_env()
     seed_everything(p.seed)
     train_ds, val_ds, classes = build_datasets(p)
     model = build_model(p, len(classes), daga_layers)
@@ -188,7 +199,7 @@ def run_segmentation(p: SegmentationParams, variant: str = 'daga', daga_layers=N
 
 def compare(p: SegmentationParams) -> dict:
     "Train the frozen baseline (if p.compare_baseline) and DAGA, same seed and data, in the processes p asks for; save table and curves."
-    plan = plan_processes(p.gpus, p.cpu_procs)
+    p, plan = p.resolved(), plan_processes(p.gpus, p.cpu_procs)     # the run name is fixed before any worker starts
     if plan.nproc > 1 and not current_env().distributed: return launch(compare, (p,), plan.nproc, plan.devices)
     summaries = {}
     if p.compare_baseline: summaries['baseline'] = run_segmentation(p, 'baseline', daga_layers=[])
@@ -200,7 +211,7 @@ def compare(p: SegmentationParams) -> dict:
         plot_curves({k: out / k for k in summaries}, keys=('train_loss', 'miou', 'pixel_acc')).savefig(out / 'curves.png', dpi=120)
     return summaries
 
-# %% ../../nbs/11_segmentation.ipynb #6fa313f4
+# %% ../../nbs/11_segmentation.ipynb #09113b8a
 _MEAN, _STD = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
 def load_run_model(run_dir, p: SegmentationParams, num_classes: int, daga_layers, ckpt: str = 'best.pt'):

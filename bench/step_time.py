@@ -1,0 +1,261 @@
+"""Train-step time of DAGA against the frozen baseline and the naive two-pass method (the public reference).
+
+One train step = forward + loss + backward + AdamW step over the trainable parameters (DAGA + head), model in train
+mode. Configurations alternate round-robin inside every repeat, so drift in machine load hits all of them alike; the
+table reports the median (and the fastest) step per configuration and its ratio to the frozen baseline, plus the
+FLOPs of one step (counted by torch's FlopCounterMode), which tell what a ratio would be on a machine without noise.
+
+The two-pass method is what the reference implementation pays: one extra full frozen forward of the backbone under
+no_grad (only to read the guidance attention), then the adapted forward. It is emulated with this repository's own
+AdaptedViT, never a second DAGA: the extra frozen pass is `backbone(images)` under no_grad, and the adapted model
+reads its guidance at its first DAGA layer (`guidance_layer=min(daga_layers)`), so it runs no frozen stream of its
+own -- the guidance then comes from the extra pass, exactly as in the reference.
+
+Run from the repository root:  python bench/step_time.py            (both tasks, ViT-S/16, ~10 min on 2 CPU cores)
+                               python bench/step_time.py --backbone tiny --size 64 --repeats 3   (smoke test)
+"""
+import argparse
+import contextlib
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # measure this checkout's daga, installed or not
+from daga.backbone import load_backbone                            # noqa: E402
+from daga.heads import LinearClassifier, LinearSegHead, default_out_indices   # noqa: E402
+from daga.model import AdaptedViT, parse_layers                    # noqa: E402
+
+IGNORE_INDEX = 255
+NUM_CLASSES = {'classification': 1000, 'segmentation': 150}
+TASK_DEFAULTS = {'classification': dict(size=224, batch=8), 'segmentation': dict(size=512, batch=2)}
+# (task, role of the measured config, limit on its time / baseline, the issue's figure for the two-pass twin)
+TARGETS = [('classification', 'daga_last', 1.10, 2.0), ('classification', 'daga_multi', 2.0, 3.1),
+           ('segmentation', 'daga_last', 1.10, None)]
+
+
+@dataclass
+class Config:
+    "One measured configuration: its model, head, optimizer and the times of its steps."
+    label: str
+    role: str                       # baseline | daga_last | daga_multi | two_last | two_multi
+    model: AdaptedViT
+    head: nn.Module
+    two_pass: bool
+    opt: torch.optim.Optimizer = None
+    step: list = field(default_factory=list)        # seconds per timed step
+    forward: list = field(default_factory=list)     # seconds: forward + loss
+    backward: list = field(default_factory=list)    # seconds: backward + optimizer step
+    flops: int = 0
+
+    @property
+    def added_params(self) -> int: return sum(p.numel() for p in self.model.daga.parameters())
+    @property
+    def trainable(self) -> list:
+        return [p for p in list(self.model.parameters()) + list(self.head.parameters()) if p.requires_grad]
+
+
+def _fmt_layers(layers) -> str: return '[' + ','.join(str(l) for l in layers) + ']'
+
+
+def _configs(task, backbone):
+    "(label, role, daga_layers, two_pass) for `task`, block indices relative to the backbone's depth."
+    last = backbone.depth - 1
+    if task == 'classification':
+        multi = parse_layers([1, 2, last - 1, last], backbone.depth)
+        plan = [('daga_last', [last], False), ('daga_multi', multi, False),
+                ('two_last', [last], True), ('two_multi', multi, True)]
+    else:
+        plan = [('daga_last', [last], False), ('daga_multi', default_out_indices(backbone.depth), False),
+                ('two_last', [last], True)]
+    yield 'baseline', 'baseline', [], False
+    for role, layers, two_pass in plan:
+        yield f"{'two-pass' if two_pass else 'daga'}{_fmt_layers(layers)}", role, layers, two_pass
+
+
+def _build(task, backbone, out_indices, device, seed):
+    "Every configuration of `task`, sharing the one frozen backbone; DAGA and heads start from the same seed."
+    configs = []
+    for label, role, layers, two_pass in _configs(task, backbone):
+        torch.manual_seed(seed)
+        # two-pass: guidance read at the first DAGA layer's input, so the model runs no frozen stream of its own
+        model = AdaptedViT(backbone, daga_layers=layers, guidance_layer=min(layers) if two_pass else None)
+        if task == 'classification': head = LinearClassifier(backbone.embed_dim, NUM_CLASSES[task])
+        else: head = LinearSegHead(backbone.embed_dim, NUM_CLASSES[task], out_indices)
+        cfg = Config(label, role, model.to(device).train(), head.to(device).train(), two_pass)
+        cfg.opt = torch.optim.AdamW(cfg.trainable, lr=1e-4, weight_decay=1e-2)
+        configs.append(cfg)
+    return configs
+
+
+def _inputs(task, batch, size, device, seed):
+    "Fixed random images (B, 3, S, S) and targets: class ids (B,) or masks (B, S, S) with ~10% ignored pixels."
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, size, size, generator=g)
+    if task == 'classification':
+        target = torch.randint(0, NUM_CLASSES[task], (batch,), generator=g)
+    else:
+        target = torch.randint(0, NUM_CLASSES[task], (batch, size, size), generator=g)
+        target[torch.rand(batch, size, size, generator=g) < 0.1] = IGNORE_INDEX
+    return images.to(device), target.to(device)
+
+
+def _train_step(cfg, task, images, target, autocast, sync):
+    "One timed train step; returns (forward + loss, backward + optimizer) seconds."
+    cfg.opt.zero_grad(set_to_none=True)
+    sync(); t0 = time.perf_counter()
+    with autocast():
+        if cfg.two_pass:
+            with torch.no_grad(): cfg.model.backbone(images)   # the reference's extra frozen pass, for the guidance
+        feats = cfg.model(images, layers=cfg.head.layers)
+        if task == 'classification': logits = cfg.head(feats)                       # (B, C)
+        else: logits = cfg.head(feats, size=tuple(images.shape[-2:]))                # (B, C, S, S)
+        loss = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
+    sync(); t1 = time.perf_counter()
+    loss.backward()
+    cfg.opt.step()
+    sync(); t2 = time.perf_counter()
+    return t1 - t0, t2 - t1
+
+
+def run_task(task, args, backbone, device):
+    "Build, count FLOPs, warm up and time every configuration of `task`; returns the configs with their times."
+    size, batch = args.size or TASK_DEFAULTS[task]['size'], args.batch or TASK_DEFAULTS[task]['batch']
+    configs = _build(task, backbone, args.out_indices, device, args.seed)
+    images, target = _inputs(task, batch, size, device, args.seed)
+    autocast = ((lambda: torch.autocast('cuda', dtype=torch.bfloat16)) if device.type == 'cuda'
+                else contextlib.nullcontext)
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    print(f'\n## {task}: {batch} x 3 x {size} x {size}'
+          + (f', head out_indices {_fmt_layers(args.out_indices)}' if task == 'segmentation' else ''), flush=True)
+    for cfg in configs:                               # one untimed step each, counting FLOPs
+        with FlopCounterMode(display=False) as counter: _train_step(cfg, task, images, target, autocast, sync)
+        cfg.flops = counter.get_total_flops()
+    n = len(configs)
+    for r in range(args.warmup + args.repeats):
+        t_round = time.perf_counter()
+        for cfg in configs[r % n:] + configs[:r % n]:  # round-robin, a different config first each repeat
+            fwd, bwd = _train_step(cfg, task, images, target, autocast, sync)
+            if r >= args.warmup:
+                cfg.forward.append(fwd); cfg.backward.append(bwd); cfg.step.append(fwd + bwd)
+        kind = 'warm-up' if r < args.warmup else 'repeat'
+        idx = r + 1 if r < args.warmup else r - args.warmup + 1
+        print(f'  {kind} {idx}/{args.warmup if r < args.warmup else args.repeats}: '
+              f'{time.perf_counter() - t_round:.1f} s', file=sys.stderr, flush=True)
+    return configs
+
+
+def _ms(xs): return 1e3 * statistics.median(xs)
+
+
+def print_table(configs):
+    "The markdown table of one task: median and fastest step in ms, ratios of time and FLOPs to the baseline."
+    base = configs[0]
+    print('\n| config | params added | step ms (median) | step ms (min) | forward ms | backward+opt ms '
+          '| x baseline (median) | x baseline (min) | GFLOP/step | FLOP x baseline |')
+    print('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    for c in configs:
+        print(f'| {c.label} | {c.added_params:,} | {_ms(c.step):.1f} | {1e3 * min(c.step):.1f} | {_ms(c.forward):.1f} '
+              f'| {_ms(c.backward):.1f} | {_ms(c.step) / _ms(base.step):.2f} | {min(c.step) / min(base.step):.2f} '
+              f'| {c.flops / 1e9:.1f} | {c.flops / base.flops:.2f} |')
+    print('\nforward = forward + loss, backward+opt = backward + AdamW step (medians). Other processes only ever add '
+          'time: when the median and min ratios disagree, the machine was busy; the FLOP ratio is noise-free.')
+
+
+def check_targets(results) -> bool:
+    "Print PASS/MISS for the issue's targets among the tasks run; True when all of them pass."
+    lines, ok = [], True
+    for task, role, limit, two_pass_figure in TARGETS:
+        if task not in results: continue
+        by_role = {c.role: c for c in results[task]}
+        base, cfg = by_role['baseline'], by_role[role]
+        ratio = _ms(cfg.step) / _ms(base.step)
+        passed = ratio <= limit
+        ok &= passed
+        line = (f'- {task}: {cfg.label} / baseline = {ratio:.2f} (target <= {limit:.2f}; min {min(cfg.step) / min(base.step):.2f}, '
+                f'FLOPs {cfg.flops / base.flops:.2f})  **{"PASS" if passed else "MISS"}**')
+        twin = by_role.get(role.replace('daga', 'two'))
+        if twin is not None:
+            line += (f'; {twin.label} = {_ms(twin.step) / _ms(base.step):.2f}x'
+                     + (f' (issue: ~{two_pass_figure}x)' if two_pass_figure else '')
+                     + f'; {cfg.label} / {twin.label} = {_ms(cfg.step) / _ms(twin.step):.2f}')
+        lines.append(line)
+    print('\n## Targets\n' + '\n'.join(lines))
+    return ok
+
+
+def _device_name(device) -> str:
+    if device.type == 'cuda': return torch.cuda.get_device_name(device)
+    return f'cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} logical cores)'
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--task', choices=['classification', 'segmentation', 'all'], default='all')
+    p.add_argument('--backbone', default='vits16', help="daga.backbone.load_backbone name ('tiny' for a smoke test)")
+    p.add_argument('--size', type=int, default=None, help='image side (default: 224 classification, 512 segmentation)')
+    p.add_argument('--batch', type=int, default=None, help='batch size (default: 8 classification, 2 segmentation)')
+    p.add_argument('--out-indices', default=None,
+                   help="segmentation head blocks, e.g. '2,5,8,11' (default: 4 evenly spaced, ending at the last)")
+    p.add_argument('--repeats', type=int, default=7, help='timed steps per config')
+    p.add_argument('--warmup', type=int, default=2, help='untimed round-robin rounds before timing')
+    p.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default: torch default)')
+    p.add_argument('--device', default='auto', help="'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'")
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--strict', action='store_true', help='exit 1 when a target is missed')
+    args = p.parse_args(argv)
+    for name in ('size', 'batch', 'repeats', 'threads'):
+        v = getattr(args, name)
+        if v is not None and v < 1: p.error(f'--{name} must be >= 1, got {v}')
+    if args.warmup < 0: p.error(f'--warmup must be >= 0, got {args.warmup}')
+    if args.device == 'auto': args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    try: args.device = torch.device(args.device)
+    except RuntimeError as e: p.error(f'--device {args.device!r}: {e}')
+    if args.device.type == 'cuda' and not torch.cuda.is_available():
+        p.error(f'--device {args.device} asked for, but torch {torch.__version__} sees no CUDA GPU: use --device cpu.')
+    if args.device.type not in ('cpu', 'cuda'): p.error(f"--device must be cpu or cuda, got {args.device}")
+    return args, p
+
+
+def main(argv=None) -> int:
+    args, parser = parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)    # the table and stderr's progress lines interleave in order
+    if args.threads: torch.set_num_threads(args.threads)
+    try: backbone = load_backbone(args.backbone)
+    except ValueError as e: parser.error(str(e))
+    try:
+        args.out_indices = (default_out_indices(backbone.depth) if args.out_indices is None
+                            else parse_layers(args.out_indices, backbone.depth, 'head out index'))
+    except ValueError as e: parser.error(f'--out-indices: {e}')
+    if not args.out_indices: parser.error('--out-indices names no block: give at least one, e.g. 11.')
+    if args.size is not None and args.size % backbone.patch_size:
+        parser.error(f'--size {args.size} is not a multiple of the patch size {backbone.patch_size}: use e.g. '
+                     f'{max(1, args.size // backbone.patch_size) * backbone.patch_size}.')
+    backbone.to(args.device)
+    tasks = ['classification', 'segmentation'] if args.task == 'all' else [args.task]
+    print('# DAGA train-step time')
+    print(f'torch {torch.__version__} | device {_device_name(args.device)} | threads {torch.get_num_threads()} | '
+          f"{'bf16 autocast' if args.device.type == 'cuda' else 'fp32'} | backbone {args.backbone} "
+          f'(dim {backbone.embed_dim}, {backbone.depth} blocks, random init) | repeats {args.repeats}, '
+          f'warm-up {args.warmup}, seed {args.seed}')
+    if hasattr(os, 'getloadavg'): print(f'load average at start: {os.getloadavg()[0]:.2f}')
+    results = {}
+    for task in tasks:
+        results[task] = run_task(task, args, backbone, args.device)
+        print_table(results[task])
+    ok = check_targets(results)
+    if hasattr(os, 'getloadavg'): print(f'\nload average at end: {os.getloadavg()[0]:.2f}')
+    return 1 if args.strict and not ok else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
