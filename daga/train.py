@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['TrainConfig', 'seed_everything', 'warmup_cosine', 'make_optimizer', 'make_scheduler', 'to_device', 'fit',
-           'resolve_run_name', 'read_metrics', 'plot_curves', 'compare_table']
+           'resolve_run_name', 'parse_value', 'RunParams', 'read_metrics', 'plot_curves', 'compare_table']
 
-# %% ../nbs/07_train.ipynb #d8f67204
+# %% ../nbs/07_train.ipynb #1f52747f
 import json
 import math
 import os
@@ -19,6 +19,8 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from itertools import islice
 from pathlib import Path
+from typing import Optional, Union
+import typing
 
 import numpy as np
 import torch
@@ -28,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler
 from tqdm.auto import tqdm
 
-# %% ../nbs/07_train.ipynb #992ffa3c
+# %% ../nbs/07_train.ipynb #d64f1d20
 _TRACKERS = {None: None, 'swanlab': 'swanlab', 'tensorboard': 'tensorboard'}   # tracker -> the pip package it needs
 
 def _require(ok, message):
@@ -90,7 +92,7 @@ class TrainConfig:
             except RuntimeError: _require(False, f"device must be 'auto' or a torch device like 'cpu', 'cuda:0'; got {self.device!r}.")
         _require(self.tracker in tuple(_TRACKERS), f"tracker must be one of {sorted(_TRACKERS, key=str)}; got {self.tracker!r}.")
 
-# %% ../nbs/07_train.ipynb #633488fb
+# %% ../nbs/07_train.ipynb #d9282143
 def seed_everything(seed):
     "Seed Python's random, NumPy and torch (CPU and every CUDA device)."
     random.seed(seed)
@@ -111,14 +113,14 @@ def _set_rng_state(state):
     torch.set_rng_state(state['torch'])
     if state['cuda']: torch.cuda.set_rng_state_all(state['cuda'])
 
-# %% ../nbs/07_train.ipynb #2eda77bc
+# %% ../nbs/07_train.ipynb #a58efd9a
 def warmup_cosine(step, total_steps, warmup_steps, min_lr_ratio=0.0):
     "LR factor at optimizer step `step`: linear warm-up to 1 over warmup_steps, then cosine to min_lr_ratio."
     if step < warmup_steps: return (step + 1) / warmup_steps
     progress = min((step - warmup_steps) / max(1, total_steps - warmup_steps), 1.0)
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-# %% ../nbs/07_train.ipynb #50e0e95c
+# %% ../nbs/07_train.ipynb #8166299a
 def make_optimizer(model, cfg):
     "AdamW or SGD over the trainable parameters; no weight decay on biases, norms and other <2-d parameters."
     params = [p for p in model.parameters() if p.requires_grad]
@@ -138,7 +140,7 @@ def make_scheduler(optimizer, cfg, steps_per_epoch):
         raise ValueError(f'warmup_steps={warmup} exceeds the run ({cfg.epochs} epochs x {steps_per_epoch} steps = {total}).')
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup, cfg.min_lr_ratio))
 
-# %% ../nbs/07_train.ipynb #855771f5
+# %% ../nbs/07_train.ipynb #41aec553
 def to_device(batch, device):
     "Move every tensor in a (nested) tuple / list / dict batch to `device`."
     if isinstance(batch, torch.Tensor): return batch.to(device, non_blocking=True)
@@ -160,7 +162,7 @@ def _batch_size(batch):
         raise TypeError(f'cannot tell the batch size of a {type(batch).__name__} batch: its first tensor must have a batch dimension.')
     return t.shape[0]
 
-# %% ../nbs/07_train.ipynb #b4ad5de4
+# %% ../nbs/07_train.ipynb #f69cf601
 def _check_train_loader(loader):
     "Batches per epoch of a train loader whose order is a function of the epoch; a clear error otherwise."
     if isinstance(loader.dataset, IterableDataset):
@@ -196,7 +198,7 @@ def _skip_batches(loader, k):
     if loader.batch_sampler is None: return DataLoader(loader.dataset, batch_size=None, sampler=_SkipFirst(loader.sampler, k), **same)
     return DataLoader(loader.dataset, batch_sampler=_SkipFirst(loader.batch_sampler, k), **same)
 
-# %% ../nbs/07_train.ipynb #c159cecb
+# %% ../nbs/07_train.ipynb #fa48fc48
 def _atomic_write(path, write):
     "Write bytes through write(file) to a temp file next to path, fsync, then os.replace onto path."
     path = Path(path)
@@ -229,7 +231,7 @@ def _truncate_jsonl(path, keep):
     kept = [r for r in records if keep(r)]
     if len(kept) < len(records): _atomic_write(path, lambda f: f.write(''.join(json.dumps(r) + '\n' for r in kept).encode()))
 
-# %% ../nbs/07_train.ipynb #0d7e2715
+# %% ../nbs/07_train.ipynb #a041a8f9
 @dataclass
 class _Progress:
     "Where a run stands; saved in every checkpoint so the bookkeeping resumes exactly."
@@ -280,7 +282,7 @@ def _check_same_config(saved, cfg, path):
         raise ValueError(f'{path} was written with a different config ({"; ".join(diff)}). Resume with the '
                          'checkpoint\'s config, or start a new run_name.')
 
-# %% ../nbs/07_train.ipynb #eacf819f
+# %% ../nbs/07_train.ipynb #2090c39d
 _RECORD_KEYS = {'epoch', 'step', 'train_loss', 'lr', 'epoch_time_s', 'eval_time_s', 'step_time_s', 'images_per_s'}
 _SUMMARY_KEYS = {'run_dir', 'monitor', 'best_metric', 'best_epoch', 'final_metrics', 'epochs', 'global_step',
                  'median_step_time_s', 'images_per_s', 'params_total', 'params_trainable', 'wall_time_s'}
@@ -372,7 +374,7 @@ class _Run:
                                 config=_jsonable(asdict(self.cfg)), **asdict(progress)), self.run_dir / name)
         if name == 'last.pt': self.saved_step = progress.global_step
 
-# %% ../nbs/07_train.ipynb #b9f0f1da
+# %% ../nbs/07_train.ipynb #8f38df9a
 def _check_loss(loss):
     "loss_fn must return a scalar tensor that reaches a trainable parameter."
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -422,7 +424,7 @@ def _train_step(run, batch, epoch, bar):
     run.boundary_rng = _rng_state()
     run.consistent = True
 
-# %% ../nbs/07_train.ipynb #a436e213
+# %% ../nbs/07_train.ipynb #40548844
 def _train_epoch(run, epoch):
     "Train epoch `epoch` (its remainder when resuming mid-epoch)."
     p, cfg = run.progress, run.cfg
@@ -442,7 +444,7 @@ def _train_epoch(run, epoch):
     finally:
         del batches   # stop loader workers now, not when a traceback holding this frame is collected
 
-# %% ../nbs/07_train.ipynb #de84a3b7
+# %% ../nbs/07_train.ipynb #3cd155e5
 def _clean_metrics(metrics):
     "evaluate_fn's dict with tensor / NumPy scalars as floats; a clear error for anything else."
     if not isinstance(metrics, dict):
@@ -500,7 +502,7 @@ def _end_epoch(run, epoch):
     run.save('last.pt')
     run.consistent = True
 
-# %% ../nbs/07_train.ipynb #a88a0a60
+# %% ../nbs/07_train.ipynb #1702ec6e
 class _SwanLab:
     "Epoch metrics to a SwanLab experiment named after the run folder."
     def __init__(self, swanlab, run_dir, cfg, run_info):
@@ -534,7 +536,7 @@ def _open_tracker(name, run_dir, cfg, run_info):
         return None
     return _SwanLab(swanlab, run_dir, cfg, run_info) if name == 'swanlab' else _TensorBoard(SummaryWriter, run_dir)
 
-# %% ../nbs/07_train.ipynb #16e0e144
+# %% ../nbs/07_train.ipynb #447a2ff4
 class _Terminated(KeyboardInterrupt):
     "SIGTERM, raised as a KeyboardInterrupt so that fit stops the way Ctrl-C stops it."
 
@@ -584,7 +586,7 @@ def fit(model, train_loader, val_loader, loss_fn, evaluate_fn, run_dir, cfg, run
     if is_main: _atomic_write_json(run.run_dir / 'summary.json', summary)
     return summary
 
-# %% ../nbs/07_train.ipynb #609bfca0
+# %% ../nbs/07_train.ipynb #f2757eb8
 def resolve_run_name(parent, base: str, run_name=None, resume: bool = False) -> str:
     "`run_name` if given; with `resume`, the newest `<base>_<timestamp>` folder in `parent`; else a new timestamped name."
     if run_name: return str(run_name)
@@ -596,7 +598,70 @@ def resolve_run_name(parent, base: str, run_name=None, resume: bool = False) -> 
         return found[-1]
     return f'{base}_{time.strftime("%Y%m%d-%H%M%S")}'
 
-# %% ../nbs/07_train.ipynb #7de8b28d
+# %% ../nbs/07_train.ipynb #3724f84c
+_NONE = ('none', 'null')
+_BOOLS = {'true': True, 'false': False}
+
+def _base_type(annotation):
+    "(type, None allowed) of a parameter annotation: int, float, bool, str, Optional[...] or object (anything)."
+    if typing.get_origin(annotation) is Union:
+        rest = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else object), len(rest) < len(typing.get_args(annotation))
+    return annotation, annotation is object
+
+def parse_value(name: str, text: str, annotation):
+    "The value of `--name text` for a parameter annotated `annotation`; a clear error when the text does not fit."
+    base, nullable = _base_type(annotation)
+    if nullable and text.strip().lower() in _NONE: return None
+    if base is bool:
+        if text.strip().lower() in _BOOLS: return _BOOLS[text.strip().lower()]
+        raise ValueError(f'--{name} expects true or false; got {text!r}.')
+    if base in (int, float):
+        try: return base(text)
+        except ValueError:
+            raise ValueError(f'--{name} expects {"an integer" if base is int else "a number"}; got {text!r}.') from None
+    return text
+
+# %% ../nbs/07_train.ipynb #51940f07
+class RunParams:
+    "Base of every task's parameter dataclass: unknown names refused, text values typed, common checks, the run folder."
+    task = 'run'                                   # the folder under output_dir; each task sets its own
+
+    def base_name(self) -> str:
+        "The configuration part of the default run name (the task defines it)."
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        "Build from a dict of parameters (values may be text), refusing names that are not parameters."
+        types = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(d) - set(types))
+        if unknown:
+            raise ValueError(f'Unknown parameter(s) {unknown} for {cls.task}. Known: {sorted(types)}.')
+        return cls(**{k: parse_value(k, v, types[k]) if isinstance(v, str) else v for k, v in d.items()})
+
+    def _check_common(self, size_field: str, patch: int = 16):
+        "sample_ratio in (0, 1] and the input size (field `size_field`) a multiple of the patch size."
+        if not 0 < self.sample_ratio <= 1:
+            raise ValueError(f'sample_ratio={self.sample_ratio} must be in (0, 1]: 0.1 trains on a fixed 10% subset.')
+        size = getattr(self, size_field)
+        if size % patch:
+            raise ValueError(f'{size_field}={size} is not a multiple of the patch size {patch}: use e.g. '
+                             f'{max(patch, size // patch * patch)} or {size // patch * patch + patch}.')
+
+    def resolved(self):
+        "A copy ready to run: run_name chosen (new timestamped name, or the newest run when resuming), paths absolute."
+        absolute = lambda path: None if path is None else str(Path(path).expanduser().resolve())
+        name = resolve_run_name(Path(self.output_dir) / self.task, self.base_name(), self.run_name, self.resume)
+        return replace(self, run_name=name, data_root=absolute(self.data_root), weights=absolute(self.weights),
+                       output_dir=absolute(self.output_dir))
+
+    def run_dir(self) -> Path:
+        "The run folder (baseline/ and daga/ inside); resolves the run name if there is none yet."
+        p = self if self.run_name else self.resolved()
+        return Path(p.output_dir) / self.task / p.run_name
+
+# %% ../nbs/07_train.ipynb #437c9e76
 def read_metrics(run_dir, steps=False):
     "The records of run_dir/metrics.jsonl (one per epoch), or of steps.jsonl with steps=True."
     path = Path(run_dir) / ('steps.jsonl' if steps else 'metrics.jsonl')

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['ClassificationParams', 'build_datasets', 'build_model', 'classification_loss', 'evaluate_classification',
-           'default_run_name', 'run_dir_of', 'run_classification', 'compare']
+           'run_classification', 'compare']
 
-# %% ../../nbs/10_classification.ipynb #143474e6
+# %% ../../nbs/10_classification.ipynb #125c848d
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -22,11 +22,11 @@ from ..distributed import all_reduce_sum, barrier, current_env, is_main, launch,
 from ..heads import LinearClassifier, TaskModel
 from ..metrics import TopKAccuracy
 from ..model import AdaptedViT, parse_layers
-from ..train import TrainConfig, compare_table, fit, plot_curves, resolve_run_name, seed_everything
+from ..train import RunParams, TrainConfig, compare_table, fit, plot_curves, seed_everything
 
-# %% ../../nbs/10_classification.ipynb #1ae5e5cb
+# %% ../../nbs/10_classification.ipynb #384df277
 @dataclass
-class ClassificationParams:
+class ClassificationParams(RunParams):
     "Every knob of a classification run (the papermill parameters and the CLI flags)."
     backbone: str = 'tiny'                  # tiny | vits16 | vits16plus | vitb16 | vitl16 | vith16plus | a timm DINOv3 name
     weights: Optional[str] = None           # Meta .pth, timm file, or Hugging Face folder; None = random init
@@ -55,31 +55,15 @@ class ClassificationParams:
         plan_processes(self.gpus, self.cpu_procs)   # fails now, not after the data is loaded
         if self.dataset not in ('cifar10', 'cifar100', 'imagefolder'):
             raise ValueError(f"dataset={self.dataset!r}: use 'cifar10', 'cifar100' or 'imagefolder'.")
-        if not 0 < self.sample_ratio <= 1:
-            raise ValueError(f'sample_ratio={self.sample_ratio} must be in (0, 1]: 0.1 trains on a fixed 10% subset.')
-        if self.image_size % 16:
-            raise ValueError(f'image_size={self.image_size} is not a multiple of the patch size 16: use e.g. '
-                             f'{max(16, self.image_size // 16 * 16)} or {self.image_size // 16 * 16 + 16}.')
+        self._check_common('image_size')
 
-    @classmethod
-    def from_dict(cls, d: dict):
-        "Build from a dict, refusing names that are not parameters (a typo must not be silently ignored)."
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f'Unknown parameter(s) {unknown} for classification. Known: {sorted(known)}.')
-        from daga.cli import parse_value   # papermill passes `-p resume true` as the text 'true': type it as the CLI does
-        types = {f.name: f.type for f in fields(cls)}
-        return cls(**{k: parse_value(k, v, types[k]) if isinstance(v, str) else v for k, v in d.items()})
+    task = 'classification'
+    def base_name(self) -> str:
+        "<dataset>_<backbone>_daga<layers>_s<seed>: the configuration part of the default run name."
+        layers = '-'.join(map(str, parse_layers(self.daga_layers, 10_000))) or 'none'
+        return f'{self.dataset}_{self.backbone}_daga{layers}_s{self.seed}'
 
-    def resolved(self):
-        "A copy ready to run: run_name chosen (new timestamped name, or the newest run when resuming), paths absolute."
-        absolute = lambda path: None if path is None else str(Path(path).expanduser().resolve())
-        name = resolve_run_name(Path(self.output_dir) / 'classification', default_run_name(self), self.run_name, self.resume)
-        return replace(self, run_name=name, data_root=absolute(self.data_root), weights=absolute(self.weights),
-                       output_dir=absolute(self.output_dir))
-
-# %% ../../nbs/10_classification.ipynb #62e11de3
+# %% ../../nbs/10_classification.ipynb #597a6e1b
 def build_datasets(p: ClassificationParams):
     "(train, val) datasets of `p`, with transforms and the sample_ratio subset applied."
     root = Path(p.data_root).expanduser()
@@ -92,7 +76,7 @@ def build_datasets(p: ClassificationParams):
     train, val = subsample(train, p.sample_ratio, p.seed), subsample(val, p.sample_ratio, p.seed)
     return EpochSeeded(train, p.seed), val, classes
 
-# %% ../../nbs/10_classification.ipynb #fdbcc58e
+# %% ../../nbs/10_classification.ipynb #0e1a8391
 def build_model(p: ClassificationParams, num_classes: int, daga_layers=None):
     "AdaptedViT (+ DAGA at `daga_layers`, default p.daga_layers) with a linear head on [CLS, mean patch]."
     backbone = load_backbone(p.backbone, p.weights)
@@ -120,16 +104,7 @@ def evaluate_classification(model, loader):
 
 def _device(model): return next(model.parameters()).device
 
-# %% ../../nbs/10_classification.ipynb #48a630cc
-def default_run_name(p: ClassificationParams) -> str:
-    layers = '-'.join(map(str, parse_layers(p.daga_layers, 10_000))) or 'none'
-    return f'{p.dataset}_{p.backbone}_daga{layers}_s{p.seed}'
-
-def run_dir_of(p: ClassificationParams) -> Path:
-    "The run folder of `p` (baseline/ and daga/ inside): resolves the run name if `p` has none yet."
-    p = p if p.run_name else p.resolved()
-    return Path(p.output_dir) / 'classification' / p.run_name
-
+# %% ../../nbs/10_classification.ipynb #fa9a988c
 def run_classification(p: ClassificationParams, variant: str = 'daga', daga_layers=None) -> dict:
     "Train and evaluate one configuration in this process (one rank, if a process group exists); returns the run summary."
     p, env = p.resolved(), current_env()
@@ -142,7 +117,7 @@ def run_classification(p: ClassificationParams, variant: str = 'daga', daga_laye
     device = str(env.device) if env.distributed else plan_processes(p.gpus, p.cpu_procs).device
     cfg = TrainConfig(epochs=p.epochs, lr=p.lr, weight_decay=p.weight_decay, optimizer='adamw', warmup_epochs=p.warmup_epochs,
                       monitor='top1', monitor_mode='max', seed=p.seed, resume=p.resume, device=device, tracker=p.tracker)
-    run_dir = run_dir_of(p) / variant
+    run_dir = p.run_dir() / variant
     info = dict(task='classification', variant=variant, params=asdict(p), classes=classes, world_size=env.world_size,
                 backbone=p.backbone, daga_layers=model.vit.daga_layers, guidance_layer=model.vit.guidance_layer,
                 params_daga=sum(q.numel() for q in model.vit.daga.parameters()))
@@ -156,7 +131,7 @@ def compare(p: ClassificationParams) -> dict:
     summaries = {}
     if p.compare_baseline: summaries['baseline'] = run_classification(p, 'baseline', daga_layers=[])
     if parse_layers(p.daga_layers, 10_000): summaries['daga'] = run_classification(p, 'daga')
-    out = run_dir_of(p)
+    out = p.run_dir()
     if is_main():
         (out / 'comparison.md').write_text(compare_table(summaries, metrics=('top1', 'top5')))
         (out / 'comparison.json').write_text(json.dumps(summaries, indent=2, default=str))

@@ -4,10 +4,9 @@
 
 # %% auto #0
 __all__ = ['SegmentationParams', 'build_datasets', 'build_model', 'segmentation_loss', 'window_starts', 'slide_logits', 'predict',
-           'make_evaluator', 'default_run_name', 'run_dir_of', 'run_segmentation', 'compare', 'load_run_model',
-           'plot_predictions', 'plot_iou_comparison']
+           'make_evaluator', 'run_segmentation', 'compare', 'load_run_model', 'plot_predictions', 'plot_iou_comparison']
 
-# %% ../../nbs/11_segmentation.ipynb #c78e3a3a
+# %% ../../nbs/11_segmentation.ipynb #7ef1c2ef
 import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
@@ -25,11 +24,11 @@ from ..distributed import all_reduce_sum, barrier, current_env, is_main, launch,
 from ..heads import LinearSegHead, TaskModel, default_out_indices
 from ..metrics import ConfusionMatrix, plot_per_class_iou
 from ..model import AdaptedViT, parse_layers
-from ..train import TrainConfig, compare_table, fit, plot_curves, resolve_run_name, seed_everything
+from ..train import RunParams, TrainConfig, compare_table, fit, plot_curves, seed_everything
 
-# %% ../../nbs/11_segmentation.ipynb #1df6fc0d
+# %% ../../nbs/11_segmentation.ipynb #83b03259
 @dataclass
-class SegmentationParams:
+class SegmentationParams(RunParams):
     "Every knob of a segmentation run (the papermill parameters and the CLI flags)."
     backbone: str = 'tiny'                  # tiny | vits16 | vits16plus | vitb16 | vitl16 | vith16plus | timm name
     weights: Optional[str] = None           # Meta .pth, timm file, or Hugging Face folder; None = random init
@@ -58,34 +57,18 @@ class SegmentationParams:
 
     def __post_init__(self):
         plan_processes(self.gpus, self.cpu_procs)   # fails now, not after the data is loaded
-        if not 0 < self.sample_ratio <= 1:
-            raise ValueError(f'sample_ratio={self.sample_ratio} must be in (0, 1]: 0.1 trains on a fixed 10% subset.')
-        if self.crop_size % 16:
-            raise ValueError(f'crop_size={self.crop_size} is not a multiple of the patch size 16: use e.g. '
-                             f'{max(16, self.crop_size // 16 * 16)} or {self.crop_size // 16 * 16 + 16}.')
+        self._check_common('crop_size')
         if self.eval_mode not in ('slide', 'whole'):
             raise ValueError(f"eval_mode={self.eval_mode!r}: use 'slide' (sliding window) or 'whole' (one resized pass).")
         if self.eval_stride is None: self.eval_stride = max(1, self.crop_size * 2 // 3)
 
-    @classmethod
-    def from_dict(cls, d: dict):
-        "Build from a dict, refusing names that are not parameters (a typo must not be silently ignored)."
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f'Unknown parameter(s) {unknown} for segmentation. Known: {sorted(known)}.')
-        from daga.cli import parse_value   # papermill passes `-p resume true` as the text 'true': type it as the CLI does
-        types = {f.name: f.type for f in fields(cls)}
-        return cls(**{k: parse_value(k, v, types[k]) if isinstance(v, str) else v for k, v in d.items()})
+    task = 'segmentation'
+    def base_name(self) -> str:
+        "<ade20k>_<backbone>_daga<layers>_s<seed>: the configuration part of the default run name."
+        layers = '-'.join(map(str, parse_layers(self.daga_layers, 10_000))) or 'none'
+        return f'ade20k_{self.backbone}_daga{layers}_s{self.seed}'
 
-    def resolved(self):
-        "A copy ready to run: run_name chosen (new timestamped name, or the newest run when resuming), paths absolute."
-        absolute = lambda path: None if path is None else str(Path(path).expanduser().resolve())
-        name = resolve_run_name(Path(self.output_dir) / 'segmentation', default_run_name(self), self.run_name, self.resume)
-        return replace(self, run_name=name, data_root=absolute(self.data_root), weights=absolute(self.weights),
-                       output_dir=absolute(self.output_dir))
-
-# %% ../../nbs/11_segmentation.ipynb #00608e3d
+# %% ../../nbs/11_segmentation.ipynb #e79e0bb4
 def build_datasets(p: SegmentationParams):
     "(train, val, class names): train with joint augmentation, val with raw images and original-size masks."
     train = ADE20K(p.data_root, 'training', transforms=segmentation_transforms(p.crop_size, train=True))
@@ -97,7 +80,7 @@ def _collate_list(batch):
     "Validation images differ in size: keep them as lists."
     return [b[0] for b in batch], [b[1] for b in batch]
 
-# %% ../../nbs/11_segmentation.ipynb #d384bd26
+# %% ../../nbs/11_segmentation.ipynb #3adb0e8d
 def build_model(p: SegmentationParams, num_classes: int, daga_layers=None):
     "AdaptedViT (+ DAGA) with DINOv3's linear segmentation head on `p.out_indices`."
     backbone = load_backbone(p.backbone, p.weights)
@@ -117,7 +100,7 @@ def segmentation_loss(model, batch):
     logits = model(images, size=masks.shape[-2:])
     return F.cross_entropy(logits.float(), masks.long(), ignore_index=255)
 
-# %% ../../nbs/11_segmentation.ipynb #28f7ff7b
+# %% ../../nbs/11_segmentation.ipynb #b109e7f8
 def _eval_image(image, crop_size):
     "uint8 (3, H, W) image -> normalised float (1, 3, h', w') with the shorter side at crop_size."
     return segmentation_transforms(crop_size, train=False)(image)[None]
@@ -148,7 +131,7 @@ def slide_logits(model, x, crop: int, stride: int):
         out[0, :, t:t + crop, l:l + crop] += lg; count[..., t:t + crop, l:l + crop] += 1
     return out / count
 
-# %% ../../nbs/11_segmentation.ipynb #7191d5ef
+# %% ../../nbs/11_segmentation.ipynb #ac1d32c0
 @torch.no_grad()
 def predict(model, image, p: SegmentationParams):
     "Class logits (1, C, H, W) for one uint8 (3, H, W) image, at the image's original size."
@@ -168,16 +151,7 @@ def make_evaluator(p: SegmentationParams, num_classes: int):
         return cm.compute()
     return evaluate
 
-# %% ../../nbs/11_segmentation.ipynb #d0323e12
-def default_run_name(p: SegmentationParams) -> str:
-    layers = '-'.join(map(str, parse_layers(p.daga_layers, 10_000))) or 'none'
-    return f'ade20k_{p.backbone}_daga{layers}_s{p.seed}'
-
-def run_dir_of(p: SegmentationParams) -> Path:
-    "The run folder of `p` (baseline/ and daga/ inside): resolves the run name if `p` has none yet."
-    p = p if p.run_name else p.resolved()
-    return Path(p.output_dir) / 'segmentation' / p.run_name
-
+# %% ../../nbs/11_segmentation.ipynb #a6a109ea
 def run_segmentation(p: SegmentationParams, variant: str = 'daga', daga_layers=None) -> dict:
     "Train and evaluate one configuration in this process (one rank, if a process group exists); returns the run summary."
     p, env = p.resolved(), current_env()
@@ -195,7 +169,7 @@ def run_segmentation(p: SegmentationParams, variant: str = 'daga', daga_layers=N
                 backbone=p.backbone, daga_layers=model.vit.daga_layers, guidance_layer=model.vit.guidance_layer,
                 out_indices=list(model.head.layers), params_daga=sum(q.numel() for q in model.vit.daga.parameters()))
     return fit(wrap_model(model, env), train_dl, val_dl, segmentation_loss, make_evaluator(p, len(classes)),
-               run_dir_of(p) / variant, cfg, run_info=info, is_main=env.is_main, reduce_fn=all_reduce_sum, barrier_fn=barrier)
+               p.run_dir() / variant, cfg, run_info=info, is_main=env.is_main, reduce_fn=all_reduce_sum, barrier_fn=barrier)
 
 def compare(p: SegmentationParams) -> dict:
     "Train the frozen baseline (if p.compare_baseline) and DAGA, same seed and data, in the processes p asks for; save table and curves."
@@ -204,14 +178,14 @@ def compare(p: SegmentationParams) -> dict:
     summaries = {}
     if p.compare_baseline: summaries['baseline'] = run_segmentation(p, 'baseline', daga_layers=[])
     if parse_layers(p.daga_layers, 10_000): summaries['daga'] = run_segmentation(p, 'daga')
-    out = run_dir_of(p)
+    out = p.run_dir()
     if is_main():
         (out / 'comparison.md').write_text(compare_table(summaries, metrics=('miou', 'pixel_acc', 'mean_acc')))
         (out / 'comparison.json').write_text(json.dumps(summaries, indent=2, default=str))
         plot_curves({k: out / k for k in summaries}, keys=('train_loss', 'miou', 'pixel_acc')).savefig(out / 'curves.png', dpi=120)
     return summaries
 
-# %% ../../nbs/11_segmentation.ipynb #09113b8a
+# %% ../../nbs/11_segmentation.ipynb #e02176c2
 _MEAN, _STD = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
 def load_run_model(run_dir, p: SegmentationParams, num_classes: int, daga_layers, ckpt: str = 'best.pt'):
