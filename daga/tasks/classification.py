@@ -6,7 +6,7 @@
 __all__ = ['ClassificationParams', 'build_datasets', 'build_model', 'classification_loss', 'evaluate_classification',
            'run_classification', 'compare']
 
-# %% ../../nbs/10_classification.ipynb #125c848d
+# %% ../../nbs/10_classification.ipynb #844747fc
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -24,7 +24,7 @@ from ..metrics import TopKAccuracy
 from ..model import AdaptedViT, parse_layers
 from ..train import RunParams, TrainConfig, compare_table, fit, plot_curves, seed_everything
 
-# %% ../../nbs/10_classification.ipynb #384df277
+# %% ../../nbs/10_classification.ipynb #7eaa10d8
 @dataclass
 class ClassificationParams(RunParams):
     "Every knob of a classification run (the papermill parameters and the CLI flags)."
@@ -63,7 +63,7 @@ class ClassificationParams(RunParams):
         layers = '-'.join(map(str, parse_layers(self.daga_layers, 10_000))) or 'none'
         return f'{self.dataset}_{self.backbone}_daga{layers}_s{self.seed}'
 
-# %% ../../nbs/10_classification.ipynb #597a6e1b
+# %% ../../nbs/10_classification.ipynb #1b297130
 def build_datasets(p: ClassificationParams):
     "(train, val) datasets of `p`, with transforms and the sample_ratio subset applied."
     root = Path(p.data_root).expanduser()
@@ -76,7 +76,7 @@ def build_datasets(p: ClassificationParams):
     train, val = subsample(train, p.sample_ratio, p.seed), subsample(val, p.sample_ratio, p.seed)
     return EpochSeeded(train, p.seed), val, classes
 
-# %% ../../nbs/10_classification.ipynb #0e1a8391
+# %% ../../nbs/10_classification.ipynb #ace92e28
 def build_model(p: ClassificationParams, num_classes: int, daga_layers=None):
     "AdaptedViT (+ DAGA at `daga_layers`, default p.daga_layers) with a linear head on [CLS, mean patch]."
     backbone = load_backbone(p.backbone, p.weights)
@@ -104,7 +104,7 @@ def evaluate_classification(model, loader):
 
 def _device(model): return next(model.parameters()).device
 
-# %% ../../nbs/10_classification.ipynb #fa9a988c
+# %% ../../nbs/10_classification.ipynb #d5057e55
 def run_classification(p: ClassificationParams, variant: str = 'daga', daga_layers=None) -> dict:
     "Train and evaluate one configuration in this process (one rank, if a process group exists); returns the run summary."
     p, env = p.resolved(), current_env()
@@ -120,7 +120,8 @@ def run_classification(p: ClassificationParams, variant: str = 'daga', daga_laye
     run_dir = p.run_dir() / variant
     info = dict(task='classification', variant=variant, params=asdict(p), classes=classes, world_size=env.world_size,
                 backbone=p.backbone, daga_layers=model.vit.daga_layers, guidance_layer=model.vit.guidance_layer,
-                params_daga=sum(q.numel() for q in model.vit.daga.parameters()))
+                params_daga=sum(q.numel() for q in model.vit.daga.parameters()),
+                params_backbone=sum(q.numel() for q in model.vit.backbone.parameters()))
     return fit(wrap_model(model, env), train_dl, val_dl, classification_loss, evaluate_classification, run_dir, cfg,
                run_info=info, is_main=env.is_main, reduce_fn=all_reduce_sum, barrier_fn=barrier)
 

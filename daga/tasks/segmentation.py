@@ -6,7 +6,7 @@
 __all__ = ['SegmentationParams', 'build_datasets', 'build_model', 'segmentation_loss', 'window_starts', 'slide_logits', 'predict',
            'make_evaluator', 'run_segmentation', 'compare', 'load_run_model', 'plot_predictions', 'plot_iou_comparison']
 
-# %% ../../nbs/11_segmentation.ipynb #7ef1c2ef
+# %% ../../nbs/11_segmentation.ipynb #b5ff1c7a
 import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
@@ -26,7 +26,7 @@ from ..metrics import ConfusionMatrix, plot_per_class_iou
 from ..model import AdaptedViT, parse_layers
 from ..train import RunParams, TrainConfig, compare_table, fit, plot_curves, seed_everything
 
-# %% ../../nbs/11_segmentation.ipynb #83b03259
+# %% ../../nbs/11_segmentation.ipynb #a164ecbf
 @dataclass
 class SegmentationParams(RunParams):
     "Every knob of a segmentation run (the papermill parameters and the CLI flags)."
@@ -68,7 +68,7 @@ class SegmentationParams(RunParams):
         layers = '-'.join(map(str, parse_layers(self.daga_layers, 10_000))) or 'none'
         return f'ade20k_{self.backbone}_daga{layers}_s{self.seed}'
 
-# %% ../../nbs/11_segmentation.ipynb #e79e0bb4
+# %% ../../nbs/11_segmentation.ipynb #51fff618
 def build_datasets(p: SegmentationParams):
     "(train, val, class names): train with joint augmentation, val with raw images and original-size masks."
     train = ADE20K(p.data_root, 'training', transforms=segmentation_transforms(p.crop_size, train=True))
@@ -80,7 +80,7 @@ def _collate_list(batch):
     "Validation images differ in size: keep them as lists."
     return [b[0] for b in batch], [b[1] for b in batch]
 
-# %% ../../nbs/11_segmentation.ipynb #3adb0e8d
+# %% ../../nbs/11_segmentation.ipynb #ece6bb88
 def build_model(p: SegmentationParams, num_classes: int, daga_layers=None):
     "AdaptedViT (+ DAGA) with DINOv3's linear segmentation head on `p.out_indices`."
     backbone = load_backbone(p.backbone, p.weights)
@@ -100,7 +100,7 @@ def segmentation_loss(model, batch):
     logits = model(images, size=masks.shape[-2:])
     return F.cross_entropy(logits.float(), masks.long(), ignore_index=255)
 
-# %% ../../nbs/11_segmentation.ipynb #b109e7f8
+# %% ../../nbs/11_segmentation.ipynb #a2deb348
 def _eval_image(image, crop_size):
     "uint8 (3, H, W) image -> normalised float (1, 3, h', w') with the shorter side at crop_size."
     return segmentation_transforms(crop_size, train=False)(image)[None]
@@ -131,7 +131,7 @@ def slide_logits(model, x, crop: int, stride: int):
         out[0, :, t:t + crop, l:l + crop] += lg; count[..., t:t + crop, l:l + crop] += 1
     return out / count
 
-# %% ../../nbs/11_segmentation.ipynb #ac1d32c0
+# %% ../../nbs/11_segmentation.ipynb #e2887755
 @torch.no_grad()
 def predict(model, image, p: SegmentationParams):
     "Class logits (1, C, H, W) for one uint8 (3, H, W) image, at the image's original size."
@@ -151,7 +151,7 @@ def make_evaluator(p: SegmentationParams, num_classes: int):
         return cm.compute()
     return evaluate
 
-# %% ../../nbs/11_segmentation.ipynb #a6a109ea
+# %% ../../nbs/11_segmentation.ipynb #aa088cfc
 def run_segmentation(p: SegmentationParams, variant: str = 'daga', daga_layers=None) -> dict:
     "Train and evaluate one configuration in this process (one rank, if a process group exists); returns the run summary."
     p, env = p.resolved(), current_env()
@@ -167,7 +167,8 @@ def run_segmentation(p: SegmentationParams, variant: str = 'daga', daga_layers=N
                       monitor='miou', monitor_mode='max', seed=p.seed, resume=p.resume, device=device, tracker=p.tracker)
     info = dict(task='segmentation', variant=variant, params=asdict(p), classes=classes, world_size=env.world_size,
                 backbone=p.backbone, daga_layers=model.vit.daga_layers, guidance_layer=model.vit.guidance_layer,
-                out_indices=list(model.head.layers), params_daga=sum(q.numel() for q in model.vit.daga.parameters()))
+                out_indices=list(model.head.layers), params_daga=sum(q.numel() for q in model.vit.daga.parameters()),
+                params_backbone=sum(q.numel() for q in model.vit.backbone.parameters()))
     return fit(wrap_model(model, env), train_dl, val_dl, segmentation_loss, make_evaluator(p, len(classes)),
                p.run_dir() / variant, cfg, run_info=info, is_main=env.is_main, reduce_fn=all_reduce_sum, barrier_fn=barrier)
 
@@ -185,7 +186,7 @@ def compare(p: SegmentationParams) -> dict:
         plot_curves({k: out / k for k in summaries}, keys=('train_loss', 'miou', 'pixel_acc')).savefig(out / 'curves.png', dpi=120)
     return summaries
 
-# %% ../../nbs/11_segmentation.ipynb #e02176c2
+# %% ../../nbs/11_segmentation.ipynb #e41e6eed
 _MEAN, _STD = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
 def load_run_model(run_dir, p: SegmentationParams, num_classes: int, daga_layers, ckpt: str = 'best.pt'):
