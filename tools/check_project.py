@@ -28,6 +28,13 @@ for nb in sorted((root / 'nbs').glob('train_*.ipynb')) + sorted((root / 'nbs').g
     tagged = [c for c in cells if 'parameters' in c.get('metadata', {}).get('tags', [])]
     if len(tagged) != 1:
         problems.append(f'{nb.relative_to(root)} has {len(tagged)} cells tagged "parameters" (papermill needs exactly one).')
+        continue
+    import papermill
+    names = {l.split('=')[0].strip() for l in ''.join(tagged[0]['source']).splitlines() if '=' in l and not l.lstrip().startswith('#')}
+    inferred = set(papermill.inspect_notebook(str(nb)))
+    if names != inferred:
+        problems.append(f'papermill cannot read parameter line(s) {sorted(names - inferred)} of {nb.relative_to(root)} '
+                        f'(`papermill --help-notebook` would not list them): keep "=" out of their comments.')
 
 r = subprocess.run([sys.executable, str(root / 'tools' / 'make_readme.py'), '--check'], capture_output=True, text=True)
 if r.returncode: problems.append(r.stderr.strip() or r.stdout.strip())
