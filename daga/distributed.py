@@ -4,11 +4,12 @@
 
 # %% auto #0
 __all__ = ['DistEnv', 'current_env', 'init_distributed', 'is_main', 'barrier', 'all_reduce_sum', 'cleanup', 'wrap_model',
-           'per_rank_batch', 'parse_gpus', 'ProcessPlan', 'plan_processes', 'WorkerError', 'launch']
+           'per_rank_batch', 'parse_gpus', 'ProcessPlan', 'plan_processes', 'WorkerError', 'launch', 'compare_variants']
 
-# %% ../nbs/08_distributed.ipynb #b8b23294
+# %% ../nbs/08_distributed.ipynb #b821f476
 import ast
 import importlib
+import json
 import io
 import logging
 import os
@@ -29,7 +30,10 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 from torch.nn.parallel import DistributedDataParallel
 
-# %% ../nbs/08_distributed.ipynb #b4676314
+from .model import parse_layers
+from .train import compare_table, plot_curves
+
+# %% ../nbs/08_distributed.ipynb #b31038f2
 @dataclass(frozen=True)
 class DistEnv:
     "This process's place in a run: rank, world size, local rank, its device and the backend (None = no process group)."
@@ -65,7 +69,7 @@ def current_env() -> DistEnv:
     device = torch.device('cuda', torch.cuda.current_device()) if backend == 'nccl' else torch.device('cpu')
     return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get('LOCAL_RANK', 0)), device, backend)
 
-# %% ../nbs/08_distributed.ipynb #514e6841
+# %% ../nbs/08_distributed.ipynb #4919eb28
 _TORCHRUN_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 
 def init_distributed(device='auto', timeout_s=1800) -> DistEnv:
@@ -86,7 +90,7 @@ def init_distributed(device='auto', timeout_s=1800) -> DistEnv:
     dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
     return DistEnv(rank, world, local_rank, device, backend)
 
-# %% ../nbs/08_distributed.ipynb #afa4b689
+# %% ../nbs/08_distributed.ipynb #daafaff7
 def is_main() -> bool:
     "True on rank 0, and in a process without a process group."
     return not _initialized() or dist.get_rank() == 0
@@ -109,7 +113,7 @@ def cleanup():
     "Leave the process group, if this process joined one."
     if _initialized(): dist.destroy_process_group()
 
-# %% ../nbs/08_distributed.ipynb #18c72af6
+# %% ../nbs/08_distributed.ipynb #5af8c1f7
 def wrap_model(model: nn.Module, env: DistEnv) -> nn.Module:
     "For several processes: SyncBatchNorm (CUDA only), move to env.device, DDP over the trainable parameters; else `model` itself."
     if not env.distributed: return model
@@ -120,7 +124,7 @@ def wrap_model(model: nn.Module, env: DistEnv) -> nn.Module:
     return DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == 'cuda' else None,
                                    find_unused_parameters=False)
 
-# %% ../nbs/08_distributed.ipynb #dabbe797
+# %% ../nbs/08_distributed.ipynb #52fc76a5
 def per_rank_batch(batch_size: int, env: DistEnv) -> int:
     "This process's share of the global `batch_size`: batch_size / world_size, which must be a whole number."
     if batch_size % env.world_size:
@@ -129,7 +133,7 @@ def per_rank_batch(batch_size: int, env: DistEnv) -> int:
                          f'use a multiple of {env.world_size}, e.g. {lower or upper} or {upper}.')
     return batch_size // env.world_size
 
-# %% ../nbs/08_distributed.ipynb #ff126f04
+# %% ../nbs/08_distributed.ipynb #fa0fc7d6
 def _is_int(x): return isinstance(x, int) and not isinstance(x, bool)
 
 def parse_gpus(gpus) -> list:
@@ -176,7 +180,7 @@ def plan_processes(gpus=0, cpu_procs=0) -> ProcessPlan:
     if cpu_procs: return ProcessPlan(cpu_procs, None, 'cpu')
     return ProcessPlan(1, None, 'auto')
 
-# %% ../nbs/08_distributed.ipynb #027dc426
+# %% ../nbs/08_distributed.ipynb #b462aef8
 _LAUNCHER_SIGNALS = ('SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT')   # what elastic_launch installs handlers for
 _LAUNCHER_LOGGERS = ('torch.distributed.elastic', 'torch.distributed.launcher', 'torch.multiprocessing')
 
@@ -277,3 +281,19 @@ def launch(fn, args=(), nproc=2, devices=None, timeout_s=1800):
             raise KeyboardInterrupt(f'launch interrupted by {e.sigval.name}: the workers were stopped (a fit in progress '
                                     'saved last.pt on rank 0; resume=True continues it).') from None
     return results[0]
+
+# %% ../nbs/08_distributed.ipynb #9040c22b
+def compare_variants(p, run_fn, metrics, curve_keys) -> dict:
+    "Baseline and DAGA side by side, same seed and data, in the processes `p` asks for; writes the comparison, returns the summaries."
+    p, plan = p.resolved(), plan_processes(p.gpus, p.cpu_procs)     # the run name is fixed before any worker starts
+    if plan.nproc > 1 and not current_env().distributed:
+        return launch(compare_variants, (p, run_fn, tuple(metrics), tuple(curve_keys)), plan.nproc, plan.devices)
+    summaries = {}
+    if p.compare_baseline: summaries['baseline'] = run_fn(p, 'baseline', daga_layers=[])
+    if parse_layers(p.daga_layers, 10_000): summaries['daga'] = run_fn(p, 'daga')
+    out = p.run_dir()
+    if is_main():
+        (out / 'comparison.md').write_text(compare_table(summaries, metrics=tuple(metrics)))
+        (out / 'comparison.json').write_text(json.dumps(summaries, indent=2, default=str))
+        plot_curves({k: out / k for k in summaries}, keys=tuple(curve_keys)).savefig(out / 'curves.png', dpi=120)
+    return summaries

@@ -6,8 +6,7 @@
 __all__ = ['ClassificationParams', 'build_datasets', 'build_model', 'classification_loss', 'evaluate_classification',
            'run_classification', 'compare']
 
-# %% ../../nbs/10_classification.ipynb #844747fc
-import json
+# %% ../../nbs/10_classification.ipynb #ee1b1896
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Optional
@@ -18,13 +17,13 @@ import torch.nn.functional as F
 from ..adapter import DAGAConfig
 from ..backbone import load_backbone
 from ..data import CIFAR, ImageFolderDataset, EpochSeeded, classification_transforms, make_loader, subsample
-from ..distributed import all_reduce_sum, barrier, current_env, is_main, launch, per_rank_batch, plan_processes, wrap_model
+from ..distributed import all_reduce_sum, barrier, compare_variants, current_env, per_rank_batch, plan_processes, wrap_model
 from ..heads import LinearClassifier, TaskModel
 from ..metrics import TopKAccuracy
 from ..model import AdaptedViT, parse_layers
-from ..train import RunParams, TrainConfig, compare_table, fit, plot_curves, seed_everything
+from ..train import RunParams, TrainConfig, fit, seed_everything
 
-# %% ../../nbs/10_classification.ipynb #7eaa10d8
+# %% ../../nbs/10_classification.ipynb #e4fdcef6
 @dataclass
 class ClassificationParams(RunParams):
     "Every knob of a classification run (the papermill parameters and the CLI flags)."
@@ -63,7 +62,7 @@ class ClassificationParams(RunParams):
         layers = '-'.join(map(str, parse_layers(self.daga_layers, 10_000))) or 'none'
         return f'{self.dataset}_{self.backbone}_daga{layers}_s{self.seed}'
 
-# %% ../../nbs/10_classification.ipynb #1b297130
+# %% ../../nbs/10_classification.ipynb #ff65e3c5
 def build_datasets(p: ClassificationParams):
     "(train, val) datasets of `p`, with transforms and the sample_ratio subset applied."
     root = Path(p.data_root).expanduser()
@@ -76,7 +75,7 @@ def build_datasets(p: ClassificationParams):
     train, val = subsample(train, p.sample_ratio, p.seed), subsample(val, p.sample_ratio, p.seed)
     return EpochSeeded(train, p.seed), val, classes
 
-# %% ../../nbs/10_classification.ipynb #ace92e28
+# %% ../../nbs/10_classification.ipynb #3dc49ff8
 def build_model(p: ClassificationParams, num_classes: int, daga_layers=None):
     "AdaptedViT (+ DAGA at `daga_layers`, default p.daga_layers) with a linear head on [CLS, mean patch]."
     backbone = load_backbone(p.backbone, p.weights)
@@ -104,7 +103,7 @@ def evaluate_classification(model, loader):
 
 def _device(model): return next(model.parameters()).device
 
-# %% ../../nbs/10_classification.ipynb #d5057e55
+# %% ../../nbs/10_classification.ipynb #07182719
 def run_classification(p: ClassificationParams, variant: str = 'daga', daga_layers=None) -> dict:
     "Train and evaluate one configuration in this process (one rank, if a process group exists); returns the run summary."
     p, env = p.resolved(), current_env()
@@ -127,14 +126,4 @@ def run_classification(p: ClassificationParams, variant: str = 'daga', daga_laye
 
 def compare(p: ClassificationParams) -> dict:
     "Train the frozen baseline (if p.compare_baseline) and DAGA, same seed and data, in the processes p asks for; save the comparison."
-    p, plan = p.resolved(), plan_processes(p.gpus, p.cpu_procs)     # the run name is fixed before any worker starts
-    if plan.nproc > 1 and not current_env().distributed: return launch(compare, (p,), plan.nproc, plan.devices)
-    summaries = {}
-    if p.compare_baseline: summaries['baseline'] = run_classification(p, 'baseline', daga_layers=[])
-    if parse_layers(p.daga_layers, 10_000): summaries['daga'] = run_classification(p, 'daga')
-    out = p.run_dir()
-    if is_main():
-        (out / 'comparison.md').write_text(compare_table(summaries, metrics=('top1', 'top5')))
-        (out / 'comparison.json').write_text(json.dumps(summaries, indent=2, default=str))
-        plot_curves({k: out / k for k in summaries}, keys=('train_loss', 'top1')).savefig(out / 'curves.png', dpi=120)
-    return summaries
+    return compare_variants(p, run_classification, metrics=('top1', 'top5'), curve_keys=('train_loss', 'top1'))

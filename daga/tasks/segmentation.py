@@ -6,8 +6,7 @@
 __all__ = ['SegmentationParams', 'build_datasets', 'build_model', 'segmentation_loss', 'window_starts', 'slide_logits', 'predict',
            'make_evaluator', 'run_segmentation', 'compare', 'load_run_model', 'plot_predictions', 'plot_iou_comparison']
 
-# %% ../../nbs/11_segmentation.ipynb #b5ff1c7a
-import json
+# %% ../../nbs/11_segmentation.ipynb #e27e8219
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -20,13 +19,13 @@ from matplotlib.figure import Figure
 
 from ..backbone import load_backbone
 from ..data import ADE20K, EpochSeeded, EvalShardSampler, make_loader, segmentation_transforms, subsample
-from ..distributed import all_reduce_sum, barrier, current_env, is_main, launch, per_rank_batch, plan_processes, wrap_model
+from ..distributed import all_reduce_sum, barrier, compare_variants, current_env, per_rank_batch, plan_processes, wrap_model
 from ..heads import LinearSegHead, TaskModel, default_out_indices
 from ..metrics import ConfusionMatrix, plot_per_class_iou
 from ..model import AdaptedViT, parse_layers
-from ..train import RunParams, TrainConfig, compare_table, fit, plot_curves, seed_everything
+from ..train import RunParams, TrainConfig, fit, seed_everything
 
-# %% ../../nbs/11_segmentation.ipynb #a164ecbf
+# %% ../../nbs/11_segmentation.ipynb #1a8fcfc3
 @dataclass
 class SegmentationParams(RunParams):
     "Every knob of a segmentation run (the papermill parameters and the CLI flags)."
@@ -68,7 +67,7 @@ class SegmentationParams(RunParams):
         layers = '-'.join(map(str, parse_layers(self.daga_layers, 10_000))) or 'none'
         return f'ade20k_{self.backbone}_daga{layers}_s{self.seed}'
 
-# %% ../../nbs/11_segmentation.ipynb #51fff618
+# %% ../../nbs/11_segmentation.ipynb #62855f58
 def build_datasets(p: SegmentationParams):
     "(train, val, class names): train with joint augmentation, val with raw images and original-size masks."
     train = ADE20K(p.data_root, 'training', transforms=segmentation_transforms(p.crop_size, train=True))
@@ -80,7 +79,7 @@ def _collate_list(batch):
     "Validation images differ in size: keep them as lists."
     return [b[0] for b in batch], [b[1] for b in batch]
 
-# %% ../../nbs/11_segmentation.ipynb #ece6bb88
+# %% ../../nbs/11_segmentation.ipynb #bf50b090
 def build_model(p: SegmentationParams, num_classes: int, daga_layers=None):
     "AdaptedViT (+ DAGA) with DINOv3's linear segmentation head on `p.out_indices`."
     backbone = load_backbone(p.backbone, p.weights)
@@ -100,7 +99,7 @@ def segmentation_loss(model, batch):
     logits = model(images, size=masks.shape[-2:])
     return F.cross_entropy(logits.float(), masks.long(), ignore_index=255)
 
-# %% ../../nbs/11_segmentation.ipynb #a2deb348
+# %% ../../nbs/11_segmentation.ipynb #ac4ad450
 def _eval_image(image, crop_size):
     "uint8 (3, H, W) image -> normalised float (1, 3, h', w') with the shorter side at crop_size."
     return segmentation_transforms(crop_size, train=False)(image)[None]
@@ -131,7 +130,7 @@ def slide_logits(model, x, crop: int, stride: int):
         out[0, :, t:t + crop, l:l + crop] += lg; count[..., t:t + crop, l:l + crop] += 1
     return out / count
 
-# %% ../../nbs/11_segmentation.ipynb #e2887755
+# %% ../../nbs/11_segmentation.ipynb #90669e77
 @torch.no_grad()
 def predict(model, image, p: SegmentationParams):
     "Class logits (1, C, H, W) for one uint8 (3, H, W) image, at the image's original size."
@@ -151,7 +150,7 @@ def make_evaluator(p: SegmentationParams, num_classes: int):
         return cm.compute()
     return evaluate
 
-# %% ../../nbs/11_segmentation.ipynb #aa088cfc
+# %% ../../nbs/11_segmentation.ipynb #3b3c3139
 def run_segmentation(p: SegmentationParams, variant: str = 'daga', daga_layers=None) -> dict:
     "Train and evaluate one configuration in this process (one rank, if a process group exists); returns the run summary."
     p, env = p.resolved(), current_env()
@@ -174,19 +173,9 @@ def run_segmentation(p: SegmentationParams, variant: str = 'daga', daga_layers=N
 
 def compare(p: SegmentationParams) -> dict:
     "Train the frozen baseline (if p.compare_baseline) and DAGA, same seed and data, in the processes p asks for; save table and curves."
-    p, plan = p.resolved(), plan_processes(p.gpus, p.cpu_procs)     # the run name is fixed before any worker starts
-    if plan.nproc > 1 and not current_env().distributed: return launch(compare, (p,), plan.nproc, plan.devices)
-    summaries = {}
-    if p.compare_baseline: summaries['baseline'] = run_segmentation(p, 'baseline', daga_layers=[])
-    if parse_layers(p.daga_layers, 10_000): summaries['daga'] = run_segmentation(p, 'daga')
-    out = p.run_dir()
-    if is_main():
-        (out / 'comparison.md').write_text(compare_table(summaries, metrics=('miou', 'pixel_acc', 'mean_acc')))
-        (out / 'comparison.json').write_text(json.dumps(summaries, indent=2, default=str))
-        plot_curves({k: out / k for k in summaries}, keys=('train_loss', 'miou', 'pixel_acc')).savefig(out / 'curves.png', dpi=120)
-    return summaries
+    return compare_variants(p, run_segmentation, metrics=('miou', 'pixel_acc', 'mean_acc'), curve_keys=('train_loss', 'miou', 'pixel_acc'))
 
-# %% ../../nbs/11_segmentation.ipynb #e41e6eed
+# %% ../../nbs/11_segmentation.ipynb #0bb4bcd6
 _MEAN, _STD = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 
 def load_run_model(run_dir, p: SegmentationParams, num_classes: int, daga_layers, ckpt: str = 'best.pt'):
