@@ -5,14 +5,12 @@
 # %% auto #0
 __all__ = ['VIEWS', 'denormalize', 'ImageExplanation', 'explain_image', 'AttentionExplorer']
 
-# %% ../nbs/30_explorer.ipynb #ae1fdbc2
+# %% ../nbs/30_explorer.ipynb #43380112
 import dataclasses
 import importlib
 import io
 import json
-import random
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,16 +25,15 @@ from matplotlib.figure import Figure
 
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .model import AdaptedViT
-from .train import seed_everything
 
-# %% ../nbs/30_explorer.ipynb #8d99b221
+# %% ../nbs/30_explorer.ipynb #975e9b6b
 def denormalize(image, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
     "A normalised image tensor (3, H, W) -> displayable RGB (H, W, 3) in [0, 1]."
     image = image.detach().float().cpu()
     rgb = image * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)   # (3, H, W)
     return rgb.clamp(0, 1).permute(1, 2, 0).numpy()                                      # (H, W, 3)
 
-# %% ../nbs/30_explorer.ipynb #ab23dd70
+# %% ../nbs/30_explorer.ipynb #7fa9dc17
 VIEWS = ('adapted', 'frozen', 'guidance', 'difference')
 
 @dataclass
@@ -101,7 +98,7 @@ def explain_image(model, image) -> ImageExplanation:
                             mix={l: float(vit.daga[str(l)].mix) for l in vit.daga_layers},
                             output=None if out is None else out.cpu().numpy())
 
-# %% ../nbs/30_explorer.ipynb #50a3640d
+# %% ../nbs/30_explorer.ipynb #1e4995be
 _DPI = 80
 
 def _png(fig) -> bytes:
@@ -139,7 +136,7 @@ class _AttentionFigure:
         self.fig.suptitle(title, fontsize=10)
         return _png(self.fig)
 
-# %% ../nbs/30_explorer.ipynb #ad1fa188
+# %% ../nbs/30_explorer.ipynb #f65d8f89
 def _palette(num_classes: int) -> ListedColormap:
     "A categorical colormap for num_classes labels; masked (ignored) pixels in black."
     if num_classes <= 20: colors = ListedColormap(colormaps['tab20'].colors[:num_classes])
@@ -203,7 +200,7 @@ def _details_figure(exp, target, classes):
     if task == 'segmentation': drawn.update(_draw_masks(sub_task.subplots(1, n_task, squeeze=False)[0], exp.output, target))
     return fig, drawn
 
-# %% ../nbs/30_explorer.ipynb #8b733adf
+# %% ../nbs/30_explorer.ipynb #635c1ba9
 _CMAPS = ('inferno', 'viridis', 'magma', 'plasma', 'jet', 'gray')
 _DIVERGING = 'RdBu_r'
 
@@ -316,7 +313,7 @@ class AttentionExplorer:
 
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
 
-# %% ../nbs/30_explorer.ipynb #21f4d3ad
+# %% ../nbs/30_explorer.ipynb #a6b56c5e
 def _load_json(path: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f'{path} does not exist: pass a run folder written by daga.train.fit '
@@ -357,15 +354,6 @@ class _ExplorerItems:
         if torch.is_tensor(target) and target.ndim == 2: target = target[top:top + h, left:left + w]
         return image[:, top:top + h, left:left + w], target
 
-@contextmanager
-def _seeded(seed):
-    "Seed Python, NumPy and torch as a training run does; the caller's generators are given back afterwards."
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng():
-        seed_everything(seed)
-        try: yield
-        finally: random.setstate(py_state); np.random.set_state(np_state)
-
 @classmethod
 def _from_run(cls, run_dir, split: str = 'val', checkpoint: str = 'best.pt', data_root=None, device=None, **kwargs):
     "An explorer for a training run folder: its task's model with the trained weights, on its `split` dataset."
@@ -386,9 +374,9 @@ def _from_run(cls, run_dir, split: str = 'val', checkpoint: str = 'best.pt', dat
     if not ckpt.exists():
         raise FileNotFoundError(f'{ckpt} does not exist; the run folder holds {sorted(p.name for p in run_dir.glob("*.pt"))}. '
                                 f"Pass checkpoint='last.pt' for an unfinished run.")
-    with _seeded(config['config']['seed']):   # a backbone without weights is rebuilt as the task built it: seed, data, model
+    with torch.random.fork_rng(devices=[]):   # DAGA/head inits draw from the global RNG (the checkpoint overwrites them)
         datasets = module.build_datasets(params)
-        model = module.build_model(params, len(classes), daga_layers=info.get('daga_layers'))
+        model = module.build_model(params, len(classes), daga_layers=info.get('daga_layers'))   # seeded backbone init
     model.load_trainable_state_dict(torch.load(ckpt, map_location='cpu', weights_only=True)['model'])
     model.to(device or ('cuda' if torch.cuda.is_available() else 'cpu')).eval()
     dataset = _ExplorerItems(datasets[0 if split == 'train' else 1], model.vit.backbone.patch_size)
