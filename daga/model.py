@@ -79,30 +79,39 @@ class AdaptedViT(nn.Module):
         bb, g = self.backbone, self.guidance_layer
         layers, attention = set(parse_layers(list(layers), bb.depth, 'layer')), set(parse_layers(list(attention), bb.depth, 'attention block'))
         dagas = self.daga_layers if adapt else []
-        first = min(dagas) if dagas else bb.depth - 1   # last block that runs on the frozen stream alone
+        first = min(dagas) if dagas else bb.depth      # the shared prefix is blocks 0..first
         inter, attn, gates, G = {}, {}, {}, None
         x, rope, lay = bb.prepare(images)
 
-        def run_block(i, x):
+        def before_block(i, x):                        # reads at block i's input
             nonlocal G
             if i == g and G is None: G = self._guidance(x, rope, lay)
             if i in attention:
                 with torch.no_grad(): attn[i] = cls_attention(bb.blocks[i], x, rope, lay.num_prefix)
-            x = bb.blocks[i](x, rope=rope)
+
+        def after_block(i, x):                         # block i's output on the adapted stream
             if i in dagas:
                 patches, gates[i] = self.daga[str(i)](x[:, lay.num_prefix:], G, return_gate=True)
                 x = torch.cat([x[:, :lay.num_prefix], patches], dim=1)
             if i in layers: inter[i] = self._to_map(bb.norm(x[:, lay.num_prefix:]), lay)
             return x
 
-        with torch.no_grad():                            # the shared frozen prefix: no autograd state
+        def run_block(i, x):
+            before_block(i, x)
+            return after_block(i, bb.blocks[i](x, rope=rope))
+
+        with torch.no_grad():                          # the shared frozen prefix: no autograd state
             for i in range(first): x = run_block(i, x)
-            if dagas and first < g:                      # a DAGA layer comes before g: frozen stream on to g's input
-                xf = bb.blocks[first](x, rope=rope)
-                for i in range(first + 1, g): xf = bb.blocks[i](xf, rope=rope)
-                G = self._guidance(xf, rope, lay)
-            if not dagas: x = run_block(first, x)
-        for i in range(first if dagas else bb.depth, bb.depth): x = run_block(i, x)
+            if dagas:
+                before_block(first, x)
+                x = bb.blocks[first](x, rope=rope)     # block `first` runs once: its output feeds both streams
+                if first < g:                          # a DAGA layer comes before g: frozen stream on to g's input
+                    xf = x
+                    for i in range(first + 1, g): xf = bb.blocks[i](xf, rope=rope)
+                    G = self._guidance(xf, rope, lay)
+        if dagas:
+            x = after_block(first, x)                  # DAGA[first]: the adapted stream starts here, with autograd
+            for i in range(first + 1, bb.depth): x = run_block(i, x)
         x = bb.norm(x)
         cls, registers, patches = lay.split(x)
         return Features(cls=cls, patches=lay.grid(patches), registers=registers, layout=lay, guidance=G,
