@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .model import AdaptedViT
+from .runs import Task, load_variant
 
 # %% ../nbs/30_explorer.ipynb #975e9b6b
 def denormalize(image, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
@@ -317,23 +318,20 @@ class AttentionExplorer:
 def _load_json(path: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f'{path} does not exist: pass a run folder written by daga.train.fit '
-                                f'(it holds config.json and best.pt), e.g. outputs/classification/<run_name>/daga.')
+                                f'(it holds config.json and its checkpoints), e.g. outputs/classification/<run_name>/daga.')
     return json.loads(path.read_text())
 
-def _task_module(task, where):
-    "daga.tasks.<task>, checked against the contract from_run relies on."
-    if not isinstance(task, str) or not task:
+def _task_of(name, where):
+    "daga.tasks.<name>.TASK, with a clear error when there is none."
+    if not isinstance(name, str) or not name:
         raise ValueError(f"{where} has no run_info['task'] (e.g. 'classification'): it was not written by a daga task.")
-    try: module = importlib.import_module(f'daga.tasks.{task}')
+    try: module = importlib.import_module(f'daga.tasks.{name}')
     except ModuleNotFoundError as e:
-        raise ValueError(f"{where} names task {task!r}, but daga.tasks.{task} cannot be imported ({e}).") from None
-    missing = [name for name in ('build_model', 'build_datasets') if not callable(getattr(module, name, None))]
-    params = [c for name, c in vars(module).items() if isinstance(c, type) and dataclasses.is_dataclass(c)
-              and name.endswith('Params') and hasattr(c, 'from_dict')]
-    if missing or len(params) != 1:
-        raise TypeError(f'daga.tasks.{task} does not fit from_run: it needs build_model, build_datasets and one params '
-                        f'dataclass named *Params with from_dict; missing {missing}, params classes {[c.__name__ for c in params]}.')
-    return module, params[0]
+        raise ValueError(f"{where} names task {name!r}, but daga.tasks.{name} cannot be imported ({e}).") from None
+    task = getattr(module, 'TASK', None)
+    if not isinstance(task, Task):
+        raise TypeError(f'daga.tasks.{name} has no TASK (a daga.runs.Task): from_run cannot rebuild its runs.')
+    return task
 
 class _ExplorerItems:
     "A task's dataset as the explorer takes it: uint8 images normalised; image and mask centre-cropped to whole patches."
@@ -355,31 +353,27 @@ class _ExplorerItems:
         return image[:, top:top + h, left:left + w], target
 
 @classmethod
-def _from_run(cls, run_dir, split: str = 'val', checkpoint: str = 'best.pt', data_root=None, device=None, **kwargs):
-    "An explorer for a training run folder: its task's model with the trained weights, on its `split` dataset."
+def _from_run(cls, run_dir, split: str = 'test', checkpoint: str = None, data_root=None, device=None, **kwargs):
+    "An explorer for a run's variant folder: its model with the trained weights, on its `split` ('test', 'val' or 'train')."
     run_dir = Path(run_dir)
-    if split not in ('train', 'val'): raise ValueError(f"split must be 'train' or 'val'; got {split!r}.")
-    config = _load_json(run_dir / 'config.json')
-    info = config.get('run_info', {})
-    module, params_cls = _task_module(info.get('task'), run_dir / 'config.json')
-    params = params_cls.from_dict({**info['params'], **({} if data_root is None else {'data_root': str(data_root)})})
-    root = getattr(params, 'data_root', None)
+    if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'test', 'val' or 'train'; got {split!r}.")
+    info = _load_json(run_dir / 'config.json').get('run_info', {})
+    task = _task_of(info.get('task'), run_dir / 'config.json')
+    overrides = {} if data_root is None else {'data_root': str(Path(data_root).expanduser().resolve())}
+    root = overrides.get('data_root', info['params'].get('data_root'))
     if root is not None and not Path(root).expanduser().exists():
         raise FileNotFoundError(f'data_root={root} does not exist.' if data_root is not None else
                                 f'{run_dir} was trained on data_root={root}, which does not exist here: pass '
                                 f'data_root= (the dataset folder) to from_run.')
-    classes = info.get('classes')
-    if not classes: raise ValueError(f"{run_dir / 'config.json'} has no run_info['classes']: cannot size the head.")
-    ckpt = run_dir / checkpoint
-    if not ckpt.exists():
-        raise FileNotFoundError(f'{ckpt} does not exist; the run folder holds {sorted(p.name for p in run_dir.glob("*.pt"))}. '
-                                f"Pass checkpoint='last.pt' for an unfinished run.")
-    with torch.random.fork_rng(devices=[]):   # DAGA/head inits draw from the global RNG (the checkpoint overwrites them)
-        datasets = module.build_datasets(params)
-        model = module.build_model(params, len(classes), daga_layers=info.get('daga_layers'))   # seeded backbone init
-    model.load_trainable_state_dict(torch.load(ckpt, map_location='cpu', weights_only=True)['model'])
+    if checkpoint is not None and not (run_dir / checkpoint).exists():
+        raise FileNotFoundError(f'{run_dir / checkpoint} does not exist; the run folder holds '
+                                f'{sorted(p.name for p in run_dir.glob("*.pt"))}.')
+    model, params, classes = load_variant(task, run_dir, checkpoint, **overrides)
+    data = task.build_data(params)
+    dataset = {'train': data.train, 'val': data.val, 'test': data.test}[split]
+    if dataset is None:
+        raise ValueError(f"{run_dir} has no held-out split (it trained with val_fraction=0): use split='test' or 'train'.")
     model.to(device or ('cuda' if torch.cuda.is_available() else 'cpu')).eval()
-    dataset = _ExplorerItems(datasets[0 if split == 'train' else 1], model.vit.backbone.patch_size)
-    return cls(model, dataset, classes=classes, **kwargs)
+    return cls(model, _ExplorerItems(dataset, model.vit.backbone.patch_size), classes=classes, **kwargs)
 
 AttentionExplorer.from_run = _from_run

@@ -1,5 +1,5 @@
 """`make check`: the nbdev house is consistent. Exits non-zero naming what to fix."""
-import json, subprocess, sys
+import dataclasses, importlib, json, subprocess, sys
 from pathlib import Path
 
 import yaml
@@ -35,6 +35,14 @@ for nb in sorted((root / 'nbs').glob('train_*.ipynb')) + sorted((root / 'nbs').g
     if names != inferred:
         problems.append(f'papermill cannot read parameter line(s) {sorted(names - inferred)} of {nb.relative_to(root)} '
                         f'(`papermill --help-notebook` would not list them): keep "=" out of their comments.')
+    task = nb.stem.split('_', 1)[1]
+    try: params_cls = importlib.import_module(f'daga.tasks.{task}').TASK.params
+    except (ImportError, AttributeError): params_cls = None
+    if params_cls is not None:
+        fields = {f.name for f in dataclasses.fields(params_cls) if not f.name.startswith('_')}
+        if names != fields:
+            problems.append(f'{nb.relative_to(root)}: the parameters cell and {params_cls.__name__} disagree: missing '
+                            f'{sorted(fields - names)}, unknown {sorted(names - fields)}. List every parameter, once.')
 
 r = subprocess.run([sys.executable, str(root / 'tools' / 'make_readme.py'), '--check'], capture_output=True, text=True)
 if r.returncode: problems.append(r.stderr.strip() or r.stdout.strip())
