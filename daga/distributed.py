@@ -9,7 +9,6 @@ __all__ = ['DistEnv', 'current_env', 'init_distributed', 'is_main', 'barrier', '
 # %% ../nbs/08_distributed.ipynb #b821f476
 import ast
 import importlib
-import json
 import io
 import logging
 import os

@@ -6,7 +6,6 @@
 __all__ = ['VIEWS', 'denormalize', 'ImageExplanation', 'explain_image', 'AttentionExplorer']
 
 # %% ../nbs/30_explorer.ipynb #43380112
-import dataclasses
 import importlib
 import io
 import json

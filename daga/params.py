@@ -7,7 +7,6 @@ __all__ = ['parse_value', 'resolve_run_name', 'is_generated', 'mark_generated', 
            'trajectory', 'describe']
 
 # %% ../nbs/09a_params.ipynb #9a000005
-import ast
 import json
 import os
 import time

@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['TaskData', 'Task', 'build_model', 'eval_loader', 'evaluate_split', 'train_config', 'run_fingerprint',
            'test_evaluation', 'run_variant', 'variant_state', 'resolve_everywhere', 'compare_variants', 'evaluate_run',
-           'load_variant', 'predict_run', 'read_metrics', 'plot_curves', 'compare_table', 'write_comparison']
+           'load_variant', 'predict_run', 'read_metrics', 'plot_curves', 'compare_table', 'write_report',
+           'write_comparison']
 
 # %% ../nbs/09b_runs.ipynb #9b000005
+import csv
 import dataclasses
 import json
-import math
-import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
@@ -28,6 +28,7 @@ from .data import EvalShardSampler, ImageFiles, make_loader
 from .distributed import (all_reduce_sum, barrier, broadcast_object, current_env, launch, per_rank_batch, plan_processes,
                               wrap_model)
 from .heads import TaskModel
+from .metrics import plot_confusion
 from .model import AdaptedViT
 from .train import TrainConfig, eval_progress, fit
 
@@ -411,6 +412,20 @@ def compare_table(summaries, baseline=None, metrics=()) -> str:
     notes = sorted({f"Test split: {s['test']['split']}. Checkpoint selection: {s['test']['selection']}."
                     for s in summaries.values() if s.get('test')})
     return '\n'.join(rows + [''] + notes)
+
+def write_report(out_dir, tag, rows, confusion=None, classes=None, max_heatmap: int = 40) -> list:
+    "per_class_<tag>.csv from `rows` (header first); with a confusion matrix also confusion_<tag>.npy and, up to 40 classes, its heatmap."
+    out_dir = Path(out_dir)
+    files = [out_dir / f'per_class_{tag}.csv']
+    with open(files[0], 'w', newline='') as f: csv.writer(f).writerows(rows)
+    if confusion is not None:
+        confusion = torch.as_tensor(confusion).long()
+        files.append(out_dir / f'confusion_{tag}.npy')
+        np.save(files[-1], confusion.numpy())
+        if len(confusion) <= max_heatmap:
+            files.append(out_dir / f'confusion_{tag}.png')
+            plot_confusion(confusion, list(classes) if classes else None).savefig(files[-1], dpi=100)
+    return files
 
 def write_comparison(task: Task, out, summaries):
     "comparison.md, comparison.json and curves.png of a comparison, in its run folder."

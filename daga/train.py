@@ -8,7 +8,6 @@ __all__ = ['TrainConfig', 'warmup_cosine', 'make_optimizer', 'make_scheduler', '
 # %% ../nbs/07b_train.ipynb #1f52747f
 import json
 import math
-import os
 import signal
 import statistics
 import threading
@@ -25,8 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, IterableDataset, SequentialSampler
 from tqdm.auto import tqdm
 
-from .checkpoint import (append_jsonl, atomic_save, atomic_write_json, check_same_run, load_checkpoint, read_jsonl,
-                             rng_state, seed_everything, set_rng_state, truncate_jsonl)
+from .checkpoint import (append_jsonl, atomic_save, atomic_write_json, check_same_run, load_checkpoint, rng_state,
+                             seed_everything, set_rng_state, truncate_jsonl)
 
 # %% ../nbs/07b_train.ipynb #d64f1d20
 _TRACKERS = {None: None, 'swanlab': 'swanlab', 'tensorboard': 'tensorboard'}   # tracker -> the pip package it needs

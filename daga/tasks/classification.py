@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
@@ -23,9 +22,9 @@ from ..data import (CIFAR, EpochSeeded, ImageFolderDataset, classification_trans
                        subsample)
 from ..distributed import all_reduce_sum
 from ..heads import LinearClassifier
-from ..metrics import TopKAccuracy, plot_confusion
+from ..metrics import TopKAccuracy
 from ..params import RunParams
-from ..runs import Task, TaskData, compare_variants
+from ..runs import Task, TaskData, compare_variants, write_report
 from ..synthetic import write_cifar, write_imagefolder
 
 # %% ../../nbs/10_classification.ipynb #a1000007
@@ -119,13 +118,7 @@ def report(out_dir, tag, metrics, confusion, classes) -> list:
         instead = int(off[k].argmax()) if labelled[k] > correct[k] else None
         rows.append([name, int(labelled[k]), f'{correct[k] / labelled[k]:.4f}' if labelled[k] else 'n/a',
                      f'{correct[k] / predicted[k]:.4f}' if predicted[k] else 'n/a', classes[instead] if instead is not None else ''])
-    files = [out_dir / f'per_class_{tag}.csv', out_dir / f'confusion_{tag}.npy']
-    with open(files[0], 'w', newline='') as f: csv.writer(f).writerows(rows)
-    np.save(files[1], confusion.numpy())
-    if len(classes) <= 40:
-        files.append(out_dir / f'confusion_{tag}.png')
-        plot_confusion(confusion, list(classes)).savefig(files[-1], dpi=100)
-    return files
+    return write_report(out_dir, tag, rows, confusion, classes)
 
 def predict(model, images, out_dir, p, classes) -> list:
     "predictions.csv (top-5 per image) and predictions.png (top-1 and guidance for the first 16) for an ImageFiles folder."

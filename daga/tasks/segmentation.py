@@ -8,7 +8,6 @@ __all__ = ['TASK', 'SegmentationParams', 'build_data', 'build_head', 'segmentati
            'plot_iou_comparison']
 
 # %% ../../nbs/11_segmentation.ipynb #b1000005
-import csv
 import hashlib
 import math
 from dataclasses import dataclass
@@ -24,10 +23,10 @@ from PIL import Image
 from ..data import ADE20K, EpochSeeded, dataset_fingerprint, holdout_split, segmentation_transforms, subsample
 from ..distributed import all_reduce_sum
 from ..heads import LinearSegHead, default_out_indices
-from ..metrics import ConfusionMatrix, plot_confusion, plot_per_class_iou
+from ..metrics import ConfusionMatrix, plot_per_class_iou
 from ..model import parse_layers
 from ..params import RunParams
-from ..runs import Task, TaskData, compare_variants
+from ..runs import Task, TaskData, compare_variants, write_report
 from ..synthetic import write_ade20k
 
 # %% ../../nbs/11_segmentation.ipynb #b1000007
@@ -170,13 +169,8 @@ def report(out_dir, tag, metrics, confusion, classes) -> list:
         iou = metrics['iou'][k]
         rows.append([name, 'n/a' if math.isnan(iou) else f'{iou:.4f}',
                      f'{confusion[k, k] / labelled[k]:.4f}' if labelled[k] else 'n/a', int(labelled[k])])
-    files = [out_dir / f'per_class_{tag}.csv', out_dir / f'per_class_iou_{tag}.png', out_dir / f'confusion_{tag}.npy']
-    with open(files[0], 'w', newline='') as f: csv.writer(f).writerows(rows)
-    plot_per_class_iou(metrics['iou'], list(classes)).savefig(files[1], dpi=100)
-    np.save(files[2], confusion.numpy())
-    if len(classes) <= 40:
-        files.append(out_dir / f'confusion_{tag}.png')
-        plot_confusion(confusion, list(classes)).savefig(files[-1], dpi=100)
+    files = write_report(out_dir, tag, rows, confusion, classes) + [out_dir / f'per_class_iou_{tag}.png']
+    plot_per_class_iou(metrics['iou'], list(classes)).savefig(files[-1], dpi=100)
     return files
 
 def predict(model, images, out_dir, p, classes) -> list:
