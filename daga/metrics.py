@@ -151,7 +151,7 @@ def plot_confusion(mat, class_names=None, ax=None):
     ax = _axes(ax, (max(4.5, 0.35 * n + 2.5), max(3.5, 0.35 * n + 1)))
     im = ax.imshow(frac.numpy(), vmin=0, vmax=1, cmap='Blues')
     names = class_names or [str(i) for i in range(n)]
-    ax.set_xticks(range(n), names, rotation=90 if n > 10 else 0)
+    ax.set_xticks(range(n), names, rotation=90 if n > 10 or max(map(len, names)) > 3 else 0)
     ax.set_yticks(range(n), names)
     ax.set(xlabel='predicted', ylabel='target', title='confusion (row-normalised)')
     ax.figure.colorbar(im, ax=ax)

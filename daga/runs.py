@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -148,7 +149,7 @@ def test_evaluation(task: Task, p, model, data: TaskData, run_dir, summary, env)
         results['best'], reports['best'] = best, best.pop('confusion', None)
     elif best_epoch is not None: results['best'], reports['best'] = results['final'], reports['final']
     selected = 'best' if best_epoch is not None else 'final'
-    test = dict(split=data.test_split, selection=(f'best {summary["monitor"]} on {data.val_split}: epoch {best_epoch}'
+    test = dict(split=data.test_split, selection=(f'best {summary["monitor"]} on {data.val_split}'
                                                   if best_epoch is not None else 'none: the final weights'),
                 checkpoint='best.pt' if selected == 'best' else 'last.pt', selected=results[selected], final=results['final'],
                 best_epoch=best_epoch)
@@ -385,6 +386,7 @@ def plot_curves(runs, keys=None, ax=None):
             a.plot(*zip(*points), marker='o', label=name)
     for a, key in zip(axes, keys):
         a.set(xlabel='epoch', title=key)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
         a.legend()
     return axes[0].figure
 

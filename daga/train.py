@@ -411,7 +411,7 @@ def _train_epoch(run, epoch):
     run.restore_rng()                        # captured mid-epoch, after the iterator drew its seed
     run.model.train()
     try:
-        with tqdm(total=steps, initial=start, desc=f'epoch {epoch + 1}/{run.total_epochs}', disable=not run.is_main) as bar:
+        with tqdm(total=steps, initial=start, desc=f'{run.run_dir.name}: epoch {epoch + 1}/{run.total_epochs}', disable=not run.is_main) as bar:
             for batch in islice(batches, steps - start):
                 _train_step(run, batch, epoch, bar)
                 if cfg.ckpt_every_steps and p.global_step % cfg.ckpt_every_steps == 0 and p.step_in_epoch < steps:
@@ -465,7 +465,7 @@ def _end_epoch(run, epoch):
         generators = rng_state()           # evaluating (or not) never shifts the training's random stream
         run.model.eval()
         with torch.no_grad(), run.autocast():
-            metrics = _clean_metrics(run.evaluate_fn(_eval_module(run.model), eval_progress(run.val_loader, f'eval {epoch + 1}', run.is_main)))
+            metrics = _clean_metrics(run.evaluate_fn(_eval_module(run.model), eval_progress(run.val_loader, f'{run.run_dir.name}: eval {epoch + 1}', run.is_main)))
         run.model.train()
         set_rng_state(generators)
     eval_time = time.perf_counter() - t0 if metrics else 0.0
