@@ -220,6 +220,7 @@ class _Progress:
     images: int = 0
     step_times: list = field(default_factory=list)
     epoch_time_s: float = 0.0
+    term_sums: dict = field(default_factory=dict)   # the epoch in progress: summed loss terms, when loss_fn reports them
     window_loss_sum: float = 0.0   # losses since the last steps.jsonl line
     window_steps: int = 0
     median_step_times: list = field(default_factory=list)   # one per finished epoch
@@ -326,7 +327,7 @@ class _Run:
         _load_model_state(self.model, ckpt['model'], path)
         self.optimizer.load_state_dict(ckpt['optimizer'])
         self.scheduler.load_state_dict(ckpt['scheduler'])
-        self.progress = _Progress(**{f.name: ckpt[f.name] for f in fields(_Progress)})
+        self.progress = _Progress(**{f.name: ckpt[f.name] for f in fields(_Progress) if f.name in ckpt})
         self.pending_rng, self.saved_step = ckpt['rng'], self.progress.global_step
 
     def restore_rng(self):
@@ -350,6 +351,19 @@ class _Run:
         if name == 'last.pt': self.saved_step = progress.global_step
 
 # %% ../nbs/07b_train.ipynb #8f38df9a
+def _split_loss(out):
+    "(the loss to backpropagate, {term: float}) from loss_fn's scalar tensor or dict {'loss': ..., term: ...}."
+    if not isinstance(out, dict): return out, {}
+    if 'loss' not in out:
+        raise KeyError(f"loss_fn returned a dict without 'loss' (the total to backpropagate); it has {sorted(out)}.")
+    terms = {}
+    for name, value in out.items():
+        if name == 'loss': continue
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise TypeError(f'loss_fn term {name!r} must be a scalar tensor; got {type(value).__name__}.')
+        terms[name] = float(value.detach())
+    return out['loss'], terms
+
 def _check_loss(loss):
     "loss_fn must return a scalar tensor that reaches a trainable parameter."
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -373,7 +387,7 @@ def _train_step(run, batch, epoch, bar):
     t0 = time.perf_counter()
     batch = to_device(batch, run.device)
     run.optimizer.zero_grad(set_to_none=True)
-    with run.autocast(): loss = run.loss_fn(run.model, batch)
+    with run.autocast(): loss, terms = _split_loss(run.loss_fn(run.model, batch))
     _check_loss(loss)
     loss.backward()
     value = loss.item()
@@ -390,6 +404,7 @@ def _train_step(run, batch, epoch, bar):
     now = time.perf_counter()
     p.step_in_epoch, p.global_step = p.step_in_epoch + 1, p.global_step + 1
     p.loss_sum, p.window_loss_sum, p.window_steps = p.loss_sum + value, p.window_loss_sum + value, p.window_steps + 1
+    for name, term in terms.items(): p.term_sums[name] = p.term_sums.get(name, 0.0) + term
     p.images += _batch_size(batch)
     p.step_times.append(now - t0)
     p.epoch_time_s += now - run.mark
@@ -470,10 +485,13 @@ def _end_epoch(run, epoch):
         set_rng_state(generators)
     eval_time = time.perf_counter() - t0 if metrics else 0.0
     run.consistent = False
-    loss_sum, steps, images = run.reduce_fn(torch.tensor([p.loss_sum, p.step_in_epoch, p.images], dtype=torch.float64)).tolist()
+    names = sorted(p.term_sums)
+    sums = run.reduce_fn(torch.tensor([p.loss_sum, p.step_in_epoch, p.images] + [p.term_sums[n] for n in names], dtype=torch.float64)).tolist()
+    loss_sum, steps, images = sums[:3]
     step_time, images_per_s = statistics.median(p.step_times), images / sum(p.step_times)
-    record = dict(epoch=epoch + 1, step=p.global_step, train_loss=loss_sum / steps, lr=run.scheduler.get_last_lr()[0],
-                  **metrics, epoch_time_s=p.epoch_time_s, eval_time_s=eval_time, step_time_s=step_time, images_per_s=images_per_s)
+    record = dict(epoch=epoch + 1, step=p.global_step, train_loss=loss_sum / steps, **{f'train_{n}': s / steps for n, s in zip(names, sums[3:])},
+                  lr=run.scheduler.get_last_lr()[0], **metrics, epoch_time_s=p.epoch_time_s, eval_time_s=eval_time,
+                  step_time_s=step_time, images_per_s=images_per_s)
     if metrics and cfg.monitor is not None:
         value = _monitor_value(record, cfg)
         improved = not math.isnan(value) and (p.best_metric is None or
@@ -482,7 +500,7 @@ def _end_epoch(run, epoch):
     p.last_metrics = record
     p.median_step_times.append(step_time)
     p.images_per_s.append(images_per_s)
-    p.epoch, p.step_in_epoch, p.loss_sum, p.images, p.step_times, p.epoch_time_s = epoch + 1, 0, 0.0, 0, [], 0.0
+    p.epoch, p.step_in_epoch, p.loss_sum, p.images, p.step_times, p.epoch_time_s, p.term_sums = epoch + 1, 0, 0.0, 0, [], 0.0, {}
     run.boundary_rng = rng_state()
     if run.is_main: append_jsonl(run.run_dir / 'metrics.jsonl', record)
     if run.tracker: run.tracker.log({k: v for k, v in record.items() if _is_num(v)}, epoch + 1)
