@@ -46,7 +46,8 @@ class Features:
     registers: torch.Tensor                             # (B, R, D), final norm
     layout: TokenLayout
     guidance: torch.Tensor                              # (B, h, w) in [0, 1], from the frozen stream
-    intermediate: dict = field(default_factory=dict)    # {block: (B, D, h, w)} final-normed outputs of those blocks
+    intermediate: dict = field(default_factory=dict)    # {block: (B, D, h, w)} final-normed patch outputs of those blocks
+    intermediate_cls: dict = field(default_factory=dict)  # {block: (B, D)} final-normed CLS outputs of those blocks
     attention: dict = field(default_factory=dict)       # {block: (B, heads, h*w)} CLS attention, only on request
     gates: dict = field(default_factory=dict)           # {DAGA layer: (B, D)} gate vectors
 
@@ -80,7 +81,7 @@ class AdaptedViT(nn.Module):
         layers, attention = set(parse_layers(list(layers), bb.depth, 'layer')), set(parse_layers(list(attention), bb.depth, 'attention block'))
         dagas = self.daga_layers if adapt else []
         first = min(dagas) if dagas else bb.depth      # the shared prefix is blocks 0..first
-        inter, attn, gates, G = {}, {}, {}, None
+        inter, inter_cls, attn, gates, G = {}, {}, {}, {}, None
         x, rope, lay = bb.prepare(images)
 
         def before_block(i, x):                        # reads at block i's input
@@ -93,7 +94,9 @@ class AdaptedViT(nn.Module):
             if i in dagas:
                 patches, gates[i] = self.daga[str(i)](x[:, lay.num_prefix:], G, return_gate=True)
                 x = torch.cat([x[:, :lay.num_prefix], patches], dim=1)
-            if i in layers: inter[i] = self._to_map(bb.norm(x[:, lay.num_prefix:]), lay)
+            if i in layers:
+                normed = bb.norm(x)                    # (B, N, D): the final norm, per token
+                inter[i], inter_cls[i] = self._to_map(normed[:, lay.num_prefix:], lay), normed[:, 0]
             return x
 
         def run_block(i, x):
@@ -115,7 +118,7 @@ class AdaptedViT(nn.Module):
         x = bb.norm(x)
         cls, registers, patches = lay.split(x)
         return Features(cls=cls, patches=lay.grid(patches), registers=registers, layout=lay, guidance=G,
-                        intermediate=inter, attention=attn, gates=gates)
+                        intermediate=inter, intermediate_cls=inter_cls, attention=attn, gates=gates)
 
     @staticmethod
     def _to_map(patches, lay):
