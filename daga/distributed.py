@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['DistEnv', 'current_env', 'init_distributed', 'is_main', 'barrier', 'all_reduce_sum', 'all_gather_object',
            'broadcast_object', 'cleanup', 'wrap_model', 'per_rank_batch', 'parse_gpus', 'ProcessPlan', 'plan_processes',
-           'WorkerError', 'launch']
+           'WorkerError', 'launch', 'run_in_processes']
 
 # %% ../nbs/08_distributed.ipynb #b821f476
 import ast
@@ -293,3 +293,10 @@ def launch(fn, args=(), nproc=2, devices=None, timeout_s=1800):
             raise KeyboardInterrupt(f'launch interrupted by {e.sigval.name}: the workers were stopped (a fit in progress '
                                     'saved last.pt on rank 0; resume=True continues it).') from None
     return results[0]
+
+def run_in_processes(fn, args=(), gpus=0, cpu_procs=0):
+    "fn(*args) in the processes `gpus` / `cpu_procs` ask for (the hardware checked here, once), or in this one when one is asked for or this already is a rank of a process group; rank 0's result."
+    if not current_env().distributed:
+        plan = plan_processes(gpus, cpu_procs)
+        if plan.nproc > 1: return launch(fn, tuple(args), plan.nproc, plan.devices)
+    return fn(*args)

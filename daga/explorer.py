@@ -282,13 +282,18 @@ class AttentionExplorer:
     def _title(self, view, block, head, amap):
         i = self.index.value
         heads = f'mean of {self.vit.backbone.num_heads} heads' if head == 'mean' else f'head {head}'
-        first = min(self.vit.daga_layers, default=None)
+        method = self.vit.method                           # None: DAGA (or the frozen baseline)
+        first = method.first_block if method is not None else min(self.vit.daga_layers, default=None)
+        name = method.name if method is not None else 'DAGA'
+        unchanged = first is not None and (block < first if method is not None else block <= first)
         if view == 'guidance':
-            what = f'guidance DAGA receives (block {self.vit.guidance_layer}, frozen stream, head mean, min-max)'
+            what = (f'guidance DAGA receives (block {self.vit.guidance_layer}, frozen stream, head mean, min-max)' if method is None
+                    else f'guidance map of block {self.vit.guidance_layer} on the {name} stream (unused by {name}; head mean, min-max)')
         elif view == 'difference':
             what = f'adapted - frozen, block {block}, {heads}: ' + (
                 'identical, no DAGA layers' if first is None else
-                f'identical, DAGA first acts after block {first}' if block <= first else f'max |diff| {np.abs(amap).max():.2g}')
+                f'identical, {name} first acts after block {first}' if unchanged and method is None else
+                f'identical, {name} first acts in block {first}' if unchanged else f'max |diff| {np.abs(amap).max():.2g}')
         else: what = f'CLS attention, {view} stream, block {block}, {heads}'
         return f'image #{i}: {what}'
 

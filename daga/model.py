@@ -7,21 +7,23 @@ __all__ = ['parse_layers', 'Features', 'AdaptedViT', 'trainable_state_dict', 'lo
 
 # %% ../nbs/02_model.ipynb #8546d26b
 import ast
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
 from .adapter import DAGA, DAGAConfig, guidance_map
-from .backbone import DINOv3Backbone, TokenLayout, cls_attention, load_backbone
+from .backbone import DINOv3Backbone, TokenLayout, cls_attention
 
 # %% ../nbs/02_model.ipynb #b4b78a9a
 def parse_layers(layers, depth: int, what: str = 'DAGA layer') -> list:
-    "Block indices from an int, a list, or a string ('11', '1,2,10,11', '[1, 2, 10, 11]', '' / 'none' = [])."
+    "Block indices from an int, a list, or a string ('11', '1,2,10,11', '[1, 2, 10, 11]', 'all', '' / 'none' = [])."
     if layers is None: return []
     if isinstance(layers, str):
         text = layers.strip()
         if text.lower() in ('', 'none', '[]'): return []
+        if text.lower() == 'all': return list(range(depth))
         try: layers = ast.literal_eval(text if text.startswith(('[', '(')) else f'[{text}]')
         except (ValueError, SyntaxError):
             raise ValueError(f"Cannot read {what}s from {text!r}: write block indices like '11', '1,2,10,11' "
@@ -45,7 +47,7 @@ class Features:
     patches: torch.Tensor                               # (B, h, w, D), final norm
     registers: torch.Tensor                             # (B, R, D), final norm
     layout: TokenLayout
-    guidance: torch.Tensor                              # (B, h, w) in [0, 1], from the frozen stream
+    guidance: torch.Tensor | None                       # (B, h, w) in [0, 1], from the frozen stream (a method's: eval mode only)
     intermediate: dict = field(default_factory=dict)    # {block: (B, D, h, w)} final-normed patch outputs of those blocks
     intermediate_cls: dict = field(default_factory=dict)  # {block: (B, D)} final-normed CLS outputs of those blocks
     attention: dict = field(default_factory=dict)       # {block: (B, heads, h*w)} CLS attention, only on request
@@ -57,9 +59,12 @@ class Features:
 # %% ../nbs/02_model.ipynb #32bc91ea
 class AdaptedViT(nn.Module):
     "A frozen DINOv3 backbone with DAGA modules after `daga_layers`, guided by block `guidance_layer`'s CLS attention."
-    def __init__(self, backbone: DINOv3Backbone, daga_layers=(11,), guidance_layer=None, cfg: DAGAConfig = None):
+    def __init__(self, backbone: DINOv3Backbone, daga_layers=(11,), guidance_layer=None, cfg: DAGAConfig = None, method=None):
         super().__init__()
-        self.backbone, self.cfg = backbone, cfg or DAGAConfig()
+        self.backbone, self.cfg, self.method = backbone, cfg or DAGAConfig(), method
+        if method is not None and parse_layers(daga_layers, backbone.depth):
+            raise ValueError(f'{method.name} and DAGA layers {daga_layers} at once: a run adapts with one method.')
+        if method is not None and getattr(method, 'prompts', None) is not None: self.prompts = method.prompts
         depth = backbone.depth
         self.daga_layers = parse_layers(daga_layers, depth)
         g = self.cfg.guidance_layer if guidance_layer is None else guidance_layer
@@ -79,6 +84,9 @@ class AdaptedViT(nn.Module):
         "Run images (B, 3, H, W) once; `layers`: intermediates to return; `attention`: blocks whose CLS attention to return."
         bb, g = self.backbone, self.guidance_layer
         layers, attention = set(parse_layers(list(layers), bb.depth, 'layer')), set(parse_layers(list(attention), bb.depth, 'attention block'))
+        if self.method is not None:
+            with (nullcontext() if adapt else self.method.disabled()):
+                return self._forward_method(images, layers, attention, adapt)
         dagas = self.daga_layers if adapt else []
         first = min(dagas) if dagas else bb.depth      # the shared prefix is blocks 0..first
         inter, inter_cls, attn, gates, G = {}, {}, {}, {}, None
@@ -120,12 +128,39 @@ class AdaptedViT(nn.Module):
         return Features(cls=cls, patches=lay.grid(patches), registers=registers, layout=lay, guidance=G,
                         intermediate=inter, intermediate_cls=inter_cls, attention=attn, gates=gates)
 
+    def _forward_method(self, images, layers, attention, adapt):
+        "One stream through a backbone a method changed (LoRA, AdaptFormer, VPT, BitFit, full): autograd from its first block."
+        bb, g, m = self.backbone, self.guidance_layer, self.method
+        first, n = (m.first_block, m.n_prompts) if adapt else (bb.depth, 0)
+        inter, inter_cls, attn, G = {}, {}, {}, None
+        x, rope, lay = bb.prepare(images)
+        for i in range(bb.depth):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and i >= first):
+                prompts = m.prompts_at(i) if n else None                 # VPT: (P, D) at this block's input
+                if prompts is not None:
+                    x = torch.cat([x[:, :bb.num_prefix], prompts.expand(len(x), -1, -1), x[:, lay.num_prefix:]], dim=1)
+                    lay = TokenLayout(bb.num_prefix + n, lay.h, lay.w)    # after CLS and the registers; RoPE leaves them alone
+                if i == g and not self.training: G = self._guidance(x, rope, lay)   # for plots: nothing trains on it
+                if i in attention:
+                    with torch.no_grad(): attn[i] = cls_attention(bb.blocks[i], x, rope, lay.num_prefix)
+                x = bb.blocks[i](x, rope=rope)
+                if i in layers:
+                    normed = bb.norm(x)
+                    inter[i], inter_cls[i] = self._to_map(normed[:, lay.num_prefix:], lay), normed[:, 0]
+        x = bb.norm(x)
+        x = torch.cat([x[:, :bb.num_prefix], x[:, lay.num_prefix:]], dim=1)      # the prompts are not features
+        lay = TokenLayout(bb.num_prefix, lay.h, lay.w)
+        cls, registers, patches = lay.split(x)
+        return Features(cls=cls, patches=lay.grid(patches), registers=registers, layout=lay, guidance=G,
+                        intermediate=inter, intermediate_cls=inter_cls, attention=attn, gates={})
+
     @staticmethod
     def _to_map(patches, lay):
         "(B, h*w, D) -> (B, D, h, w)"
         return lay.grid(patches).permute(0, 3, 1, 2).contiguous()
 
     def extra_repr(self):
+        if self.method is not None: return f'method={self.method!r}, guidance_layer={self.guidance_layer}'
         return f'daga_layers={self.daga_layers}, guidance_layer={self.guidance_layer}, one_pass={self.one_pass}'
 
 # %% ../nbs/02_model.ipynb #07b34f5b
@@ -133,9 +168,10 @@ def _backbone_prefixes(model: nn.Module):
     return [name + '.' for name, mod in model.named_modules() if isinstance(mod, DINOv3Backbone)]
 
 def trainable_state_dict(model: nn.Module) -> dict:
-    "`model.state_dict()` without the frozen backbone's tensors."
+    "`model.state_dict()` without the frozen backbone's tensors (a method's trainable tensors inside the backbone stay)."
     pre = tuple(_backbone_prefixes(model))
-    return {k: v for k, v in model.state_dict().items() if not (pre and k.startswith(pre))}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if not (pre and k.startswith(pre)) or k in trainable}
 
 def load_trainable_state_dict(model: nn.Module, state: dict):
     "Load what `trainable_state_dict` saved; every non-backbone tensor must be present."

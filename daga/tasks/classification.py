@@ -9,7 +9,6 @@ __all__ = ['TASK', 'ClassificationParams', 'build_data', 'build_head', 'classifi
 # %% ../../nbs/10_classification.ipynb #a1000005
 import copy
 import csv
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -18,13 +17,12 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from ..data import (CIFAR, EpochSeeded, ImageFolderDataset, classification_transforms, dataset_fingerprint, holdout_split,
-                       subsample)
+from ..data import CIFAR, ImageFolderDataset, classification_transforms
 from ..distributed import all_reduce_sum
 from ..heads import LinearClassifier
 from ..metrics import TopKAccuracy
 from ..params import RunParams
-from ..runs import Task, TaskData, compare_variants, write_report
+from ..runs import Task, TaskData, compare_variants, task_data, write_report
 from ..synthetic import write_cifar, write_imagefolder
 
 # %% ../../nbs/10_classification.ipynb #a1000007
@@ -48,7 +46,7 @@ class ClassificationParams(RunParams):
 
     def base_name(self) -> str:
         "<dataset>_<backbone>_daga<layers>_s<seed>: the configuration part of the default run name."
-        return f'{self.dataset}_{self.backbone}_daga{"-".join(map(str, self.daga_layers)) or "none"}_s{self.seed}'
+        return f'{self.dataset}_{self.backbone}_{self.method_tag()}_s{self.seed}'
 
     def generate_data(self) -> Path:
         "A small shapes world in the dataset's real on-disk format, next to output_dir."
@@ -69,14 +67,7 @@ def build_data(p: ClassificationParams) -> TaskData:
     if p.dataset == 'imagefolder': train, test, test_name = ImageFolderDataset(root, 'train', t_train), ImageFolderDataset(root, 'val', t_eval), 'val'
     else: train, test, test_name = CIFAR(root, True, t_train, dataset=p.dataset), CIFAR(root, False, t_eval, dataset=p.dataset), 'test'
     train_as_eval = copy.copy(train); train_as_eval.transform = t_eval         # the same samples, seen for evaluation
-    train, train_as_eval, test = (subsample(d, p.sample_ratio, p.seed) for d in (train, train_as_eval, test))
-    fingerprint = hashlib.sha256((dataset_fingerprint(train) + dataset_fingerprint(test)).encode()).hexdigest()[:16]
-    val, val_name = None, None
-    if p.val_fraction:
-        train, val = holdout_split(train, train_as_eval, p.val_fraction, seed=p.seed)
-        val_name = f'{p.val_fraction:.0%} of {_dataset_name(p)} train held out (seed {p.seed}, per class), {len(val)} images'
-    return TaskData(EpochSeeded(train, p.seed), val, test, list(test.classes),
-                    f'{_dataset_name(p)} {test_name} ({len(test)} images)', val_name, fingerprint)
+    return task_data(p, train, train_as_eval, test, test.classes, f'{_dataset_name(p)} train', f'{_dataset_name(p)} {test_name}')
 
 # %% ../../nbs/10_classification.ipynb #a100000f
 def build_head(p, backbone, num_classes: int):

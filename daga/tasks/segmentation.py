@@ -8,7 +8,6 @@ __all__ = ['TASK', 'SegmentationParams', 'build_data', 'build_head', 'segmentati
            'plot_iou_comparison']
 
 # %% ../../nbs/11_segmentation.ipynb #b1000005
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +19,13 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ..data import ADE20K, EpochSeeded, dataset_fingerprint, holdout_split, segmentation_transforms, subsample
+from ..data import ADE20K, segmentation_transforms
 from ..distributed import all_reduce_sum
 from ..heads import LinearSegHead, default_out_indices
 from ..metrics import ConfusionMatrix, plot_per_class_iou
 from ..model import parse_layers
 from ..params import RunParams
-from ..runs import Task, TaskData, compare_variants, write_report
+from ..runs import Task, TaskData, adapted_variant, compare_variants, task_data, write_report
 from ..synthetic import write_ade20k
 
 # %% ../../nbs/11_segmentation.ipynb #b1000007
@@ -60,7 +59,7 @@ class SegmentationParams(RunParams):
 
     def base_name(self) -> str:
         "ade20k_<backbone>_daga<layers>_s<seed>: the configuration part of the default run name."
-        return f'ade20k_{self.backbone}_daga{"-".join(map(str, self.daga_layers)) or "none"}_s{self.seed}'
+        return f'ade20k_{self.backbone}_{self.method_tag()}_s{self.seed}'
 
     def generate_data(self) -> Path:
         "A small ADE20K-format shapes world next to output_dir."
@@ -77,14 +76,7 @@ def build_data(p: SegmentationParams) -> TaskData:
     train = ADE20K(p.data_root, 'training', transforms=segmentation_transforms(p.crop_size, train=True))
     train_raw = ADE20K(p.data_root, 'training', transforms=None)
     test = ADE20K(p.data_root, 'validation', transforms=None)
-    train, train_raw, test = (subsample(d, p.sample_ratio, p.seed) for d in (train, train_raw, test))
-    fingerprint = hashlib.sha256((dataset_fingerprint(train) + dataset_fingerprint(test)).encode()).hexdigest()[:16]
-    val, val_name = None, None
-    if p.val_fraction:
-        train, val = holdout_split(train, train_raw, p.val_fraction, seed=p.seed)
-        val_name = f'{p.val_fraction:.0%} of ADE20K training held out (seed {p.seed}), {len(val)} images'
-    return TaskData(EpochSeeded(train, p.seed), val, test, list(test.classes), f'ADE20K validation ({len(test)} images)',
-                    val_name, fingerprint)
+    return task_data(p, train, train_raw, test, test.classes, 'ADE20K training', 'ADE20K validation')
 
 # %% ../../nbs/11_segmentation.ipynb #b100000f
 def build_head(p, backbone, num_classes: int):
@@ -215,7 +207,7 @@ def compare(p: SegmentationParams) -> dict:
 def plot_predictions(models: dict, dataset, indices, p: SegmentationParams, num_classes: int) -> Figure:
     "Rows of image | ground truth | one prediction per model | guidance | frozen and adapted CLS attention."
     colors = _label_colors(num_classes)
-    ref = models.get('daga', next(iter(models.values())))
+    ref = adapted_variant(models)
     cols = 2 + len(models) + 3
     fig = Figure(figsize=(2.2 * cols, 2.2 * len(indices)), layout='constrained')
     axes = fig.subplots(len(indices), cols, squeeze=False)
