@@ -35,9 +35,11 @@ for nb in sorted((root / 'nbs').glob('train_*.ipynb')) + sorted((root / 'nbs').g
     if names != inferred:
         problems.append(f'papermill cannot read parameter line(s) {sorted(names - inferred)} of {nb.relative_to(root)} '
                         f'(`papermill --help-notebook` would not list them): keep "=" out of their comments.')
-    task = nb.stem.split('_', 1)[1]
-    try: params_cls = importlib.import_module(f'daga.tasks.{task}').TASK.params
-    except (ImportError, AttributeError): params_cls = None
+    kind, name = nb.stem.split('_', 1)
+    try: params_cls = importlib.import_module('daga.cli').PROGRAMS[f'daga_{kind}'][name].params
+    except (ImportError, KeyError) as e:
+        problems.append(f'{nb.relative_to(root)} has no command in daga.cli.PROGRAMS (daga_{kind} {name}): {e!r}. Wire it in 39_cli.')
+        continue
     if params_cls is not None:
         fields = {f.name for f in dataclasses.fields(params_cls) if not f.name.startswith('_')}
         if names != fields:
