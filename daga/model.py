@@ -94,7 +94,7 @@ class AdaptedViT(nn.Module):
 
         def before_block(i, x):                        # reads at block i's input
             nonlocal G
-            if i == g and G is None: G = self._guidance(x, rope, lay)
+            if i == g and G is None and (dagas or not self.training): G = self._guidance(x, rope, lay)   # baseline: for plots only
             if i in attention:
                 with torch.no_grad(): attn[i] = cls_attention(bb.blocks[i], x, rope, lay.num_prefix)
 
