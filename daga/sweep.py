@@ -232,14 +232,17 @@ def results_table(groups) -> str:
 def plot_vs_params(groups) -> Figure:
     "The test metric against trainable parameters, one panel per task, one point per (method, blocks), error bars over seeds."
     tasks = list(dict.fromkeys(g['task'] for g in groups))
-    fig = Figure(figsize=(5.5 * len(tasks), 4), layout='constrained')
-    colors = {m: f'C{i}' for i, m in enumerate(METHODS)}
+    fig = Figure(figsize=(7.5 * len(tasks), 4), layout='constrained')
+    colors, markers = {m: f'C{i}' for i, m in enumerate(METHODS)}, 'osD^v<>P*Xh'
     for ax, task in zip(fig.subplots(1, len(tasks), squeeze=False)[0], tasks):
-        for g in (g for g in groups if g['task'] == task):
-            ax.errorbar(g['params_trainable'], g['value_mean'], yerr=g['value_std'], fmt='o', capsize=3, color=colors[g['method']])
-            ax.annotate(f"{g['method']} {g['blocks']}", (g['params_trainable'], g['value_mean']), fontsize=7,
-                        xytext=(4, 3), textcoords='offset points')
-        metric = next(g['metric'] for g in groups if g['task'] == task)
+        mine = [g for g in groups if g['task'] == task]
+        sets = list(dict.fromkeys(g['blocks'] for g in mine))              # colour: the method; marker: the blocks
+        for g in mine:
+            ax.errorbar(g['params_trainable'], g['value_mean'], yerr=g['value_std'], capsize=3, color=colors[g['method']],
+                        fmt=markers[sets.index(g['blocks']) % len(markers)], alpha=0.85,
+                        label='frozen' if g['method'] == 'frozen' else f"{g['method']} [{g['blocks']}]")
+        ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.01, 0.5), frameon=False)   # labels never overlap
+        metric = mine[0]['metric']
         ax.set(xscale='log', xlabel='trainable parameters (head included)', ylabel=f'test {metric}', title=task)
     return fig
 
