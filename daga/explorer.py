@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 
 from .data import IMAGENET_MEAN, IMAGENET_STD
 from .model import AdaptedViT
-from .runs import Task, load_variant
+from .runs import Task, load_variant, upgrade_run_info
 
 # %% ../nbs/30_explorer.ipynb #975e9b6b
 def denormalize(image, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
@@ -361,7 +361,7 @@ def _from_run(cls, run_dir, split: str = 'test', checkpoint: str = None, data_ro
     "An explorer for a run's variant folder: its model with the trained weights, on its `split` ('test', 'val' or 'train')."
     run_dir = Path(run_dir)
     if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'test', 'val' or 'train'; got {split!r}.")
-    info = _load_json(run_dir / 'config.json').get('run_info', {})
+    info = upgrade_run_info(_load_json(run_dir / 'config.json').get('run_info', {}))
     task = _task_of(info.get('task'), run_dir / 'config.json')
     overrides = {} if data_root is None else {'data_root': str(Path(data_root).expanduser().resolve())}
     root = overrides.get('data_root', info['params'].get('data_root'))

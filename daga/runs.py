@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['TaskData', 'Task', 'task_data', 'build_model', 'method_name', 'method_layers', 'method_params', 'eval_loader',
            'evaluate_split', 'train_config', 'run_fingerprint', 'test_evaluation', 'run_variant', 'variant_state',
-           'resolve_everywhere', 'compare_variants', 'record_step_time_ratio', 'evaluate_run', 'load_variant',
-           'adapted_variant', 'predict_run', 'read_metrics', 'plot_curves', 'compare_table', 'write_report',
-           'write_comparison']
+           'resolve_everywhere', 'compare_variants', 'record_step_time_ratio', 'evaluate_run', 'upgrade_run_info',
+           'read_run_info', 'load_variant', 'adapted_variant', 'predict_run', 'read_metrics', 'plot_curves',
+           'compare_table', 'write_report', 'write_comparison']
 
 # %% ../nbs/09b_runs.ipynb #9b000005
 import csv
@@ -328,15 +328,14 @@ def _eval_params(task: Task, p):
     if not configs:
         raise FileNotFoundError(f'{run_dir} holds no trained variant (no */config.json): eval_only needs a run folder '
                                 'written by a training run (pass its run_name, or the checkpoint file).')
-    saved = json.loads(configs[0].read_text())['run_info']['params']
+    saved = read_run_info(configs[0].parent)['params']
     given = {k: v for k, v in _given(p).items() if k in _EVAL_OVERRIDES | set(task.params.FREE)}
     return task.params.from_dict({**saved, **given, 'run_name': run_dir.name, 'output_dir': str(run_dir.parent.parent),
                                   'resume': False, 'eval_only': True})
 
 def _rebuild(task: Task, p, variant_dir, with_data: bool = True):
     "(params, model, data or None) of a variant as its config.json describes them, checked against its fingerprint."
-    config = json.loads((Path(variant_dir) / 'config.json').read_text())
-    info, saved = config['run_info'], config.get('fingerprint', {})
+    info, saved = read_run_info(variant_dir), json.loads((Path(variant_dir) / 'config.json').read_text()).get('fingerprint', {})
     q = replace(task.params.from_dict(info['params']), data_root=p.data_root, weights=p.weights, weights_key=p.weights_key,
                 num_workers=p.num_workers, **{k: getattr(p, k) for k in task.params.FREE})
     data = task.build_data(q) if with_data else None
@@ -374,22 +373,38 @@ def evaluate_run(task: Task, p) -> dict:
         summaries[variant_dir.name] = summary
     return summaries
 
+# %% ../nbs/09b_runs.ipynb #9b000061
+def upgrade_run_info(info: dict) -> dict:
+    "A config.json's run_info in today's format: pre-methods records (daga_layers, params_daga, lr_daga) renamed."
+    info = dict(info)
+    if 'method' not in info and 'daga_layers' in info:
+        info['method_layers'] = info.pop('daga_layers')
+        info['method'] = 'daga' if info['method_layers'] else 'frozen'
+        if 'params_daga' in info: info['params_method'] = info.pop('params_daga')
+    if 'params' in info and 'lr_daga' in info['params']:
+        info['params'] = {('lr_method' if k == 'lr_daga' else k): v for k, v in info['params'].items()}
+    return info
+
+def read_run_info(variant_dir) -> dict:
+    "The run_info of a variant folder's config.json, in today's format (see upgrade_run_info)."
+    path = Path(variant_dir) / 'config.json'
+    if not path.is_file():
+        raise FileNotFoundError(f'{path} does not exist: pass a variant folder of a run, e.g. outputs/<task>/<run_name>/daga '
+                                '(it holds config.json and its checkpoints).')
+    return upgrade_run_info(json.loads(path.read_text())['run_info'])
+
 # %% ../nbs/09b_runs.ipynb #9b000041
 def load_variant(task: Task, variant_dir, checkpoint: str = None, **overrides):
     "(model in eval mode, its params, its classes) of a run's variant folder, with the selected or the named checkpoint."
     variant_dir = Path(variant_dir)
-    config_path = variant_dir / 'config.json'
-    if not config_path.exists():
-        raise FileNotFoundError(f'{config_path} does not exist: pass a variant folder of a run, e.g. '
-                                f'outputs/{task.name}/<run_name>/daga (it holds config.json and its checkpoints).')
-    config = json.loads(config_path.read_text())
-    p = replace(task.params.from_dict(config['run_info']['params']), **overrides)
+    info = read_run_info(variant_dir)
+    p = replace(task.params.from_dict(info['params']), **overrides)
     _, model, _ = _rebuild(task, p, variant_dir, with_data=False)
     if checkpoint is None:
         summary = variant_dir / 'summary.json'
         checkpoint = json.loads(summary.read_text()).get('test', {}).get('checkpoint', 'last.pt') if summary.exists() else 'last.pt'
     model.load_trainable_state_dict(load_checkpoint(variant_dir / checkpoint)['model'])
-    return model.eval(), p, config['run_info']['classes']
+    return model.eval(), p, info['classes']
 
 def adapted_variant(variants: dict):
     "The adapted one of {variant: value} (the first that is not the frozen baseline), else the baseline's: what guidance plots show."

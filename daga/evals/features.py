@@ -22,7 +22,7 @@ from ..data import CIFAR, EvalShardSampler, ImageFolderDataset, classification_t
 from ..distributed import barrier, current_env
 from ..model import AdaptedViT
 from ..params import BackboneParams, Params
-from ..runs import load_variant
+from ..runs import load_variant, read_run_info
 from ..synthetic import write_imagefolder
 from ..tasks import classification
 
@@ -95,7 +95,7 @@ def daga_run(from_run) -> Path:
     folder = Path(from_run).expanduser().resolve()
     for candidate in (folder, folder / 'daga'):
         if (candidate / 'config.json').is_file():
-            info = json.loads((candidate / 'config.json').read_text())['run_info']
+            info = read_run_info(candidate)
             if info.get('task') != 'classification':
                 raise ValueError(f'from_run={from_run} is a {info.get("task")!r} run: the feature evaluations restore a '
                                  'classification run (its DAGA modules on its backbone).')
@@ -111,7 +111,7 @@ def daga_run(from_run) -> Path:
 def _with_run(p: FeatureParams) -> FeatureParams:
     "p with the backbone, weights and (unless given) the data of its from_run."
     if p.from_run is None: return p
-    saved = json.loads((daga_run(p.from_run) / 'config.json').read_text())['run_info']['params']
+    saved = read_run_info(daga_run(p.from_run))['params']
     for name in ('backbone', 'weights', 'weights_key'):
         given = getattr(p, name)
         if given is not None and given != saved.get(name) and not (name == 'weights' and Path(given).resolve() == Path(saved[name] or '').resolve()):

@@ -26,7 +26,7 @@ from ..distributed import all_reduce_sum, barrier, current_env, run_in_processes
 from .features import FeatureParams, feature_model, feature_splits
 from .linear import linear_input
 from ..params import Params
-from ..runs import load_variant, resolve_everywhere
+from ..runs import load_variant, read_run_info, resolve_everywhere
 from ..synthetic import write_imagenet_a, write_imagenet_c, write_imagenet_r
 from ..tasks import classification
 
@@ -143,7 +143,7 @@ def classifiers_of(source) -> dict:
                                 'frozen-feature evaluation (params.json and linear.pt): pass one of those.')
     out = {}
     for variant in variants:
-        info = json.loads((variant / 'config.json').read_text())['run_info']
+        info = read_run_info(variant)
         if info.get('task') != 'classification':
             raise ValueError(f'{variant} is a {info.get("task")!r} run: robustness needs a classifier (a classification run or a linear probe).')
         summary = variant / 'summary.json'
