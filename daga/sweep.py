@@ -40,6 +40,7 @@ class SweepParams(BackboneParams):
 
     task = 'sweep'
     GENERATED_RUN = dict(max_iters=4, batch_size=16, warmup_iters=0, eval_every=0, val_fraction=0.0, sample_ratio=0.1)   # each run on generated data
+    GENERATED_RUN_BY_TASK = {'classification': dict(max_iters=40, batch_size=32, sample_ratio=0.3, lr=3e-2)}   # ~1.5 s a run
 
     def check_task(self):
         for name in self.task_names(): self.task_of(name)
@@ -107,7 +108,8 @@ def task_run_params(sp: SweepParams, name: str) -> dict:
     given = sp.run_params_of(name)
     shared = {k: getattr(sp, k) for k in _SHARED if getattr(sp, k) != _DEFAULTS[k]}
     data_root = given.get('data_root', sp.data_root)
-    budget = SweepParams.GENERATED_RUN if data_root is None or is_generated(data_root) else {}
+    generated = data_root is None or is_generated(data_root)
+    budget = {**SweepParams.GENERATED_RUN, **SweepParams.GENERATED_RUN_BY_TASK.get(name, {})} if generated else {}
     return {**budget, **shared, **given}
 
 def sweep_points(sp: SweepParams) -> list:
