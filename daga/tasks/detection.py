@@ -335,6 +335,9 @@ def plot_predictions(models: dict, dataset, indices, p: DetectionParams, classes
         image, target = raw[positions[i]]
         picture = image.permute(1, 2, 0).numpy()
         draw_boxes(axes[0], picture, target['boxes'], target['labels'], classes, title='ground truth' if r == 0 else None)
+        for x, y, w, h in (a['bbox'] for a in raw.coco.imgToAnns.get(target['image_id'], []) if a.get('iscrowd', 0)):
+            axes[0].add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, lw=1, ls='--', color='white'))   # COCOeval ignores
+            axes[0].text(x + w + 1, y, 'crowd', fontsize=6, color='white', va='top')                         # detections there
         for ax, (name, model) in zip(axes[1:], models.items()):
             boxes, scores, labels = predict_boxes(model, image, p)
             draw_boxes(ax, picture, boxes, labels, classes, scores, title=name if r == 0 else None)
