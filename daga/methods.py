@@ -52,6 +52,15 @@ class Method:
 
     def __repr__(self): return f'{self.name}(layers={self.layers})'
 
+class _Switched(Method):
+    "A method made of added modules with an `enabled` flag (`self.parts`): switched off by clearing the flags."
+    @contextmanager
+    def disabled(self):
+        for part in self.parts: part.enabled = False
+        try: yield
+        finally:
+            for part in self.parts: part.enabled = True
+
 # %% ../nbs/02b_methods.ipynb #b200000a
 class _LowRankDelta(nn.Module):
     "The parametrization W -> W + scale * B @ A (B = 0 at init); off when `enabled` is False."
@@ -64,25 +73,18 @@ class _LowRankDelta(nn.Module):
 
     def forward(self, W): return W + self.scale * (self.B @ self.A) if self.enabled else W
 
-class LoRA(Method):
+class LoRA(_Switched):
     "Low-rank updates of the attention's qkv and proj weights of the chosen blocks."
     name = 'lora'
     def __init__(self, backbone, layers, rank: int = 8, alpha: float = 16.0):
         super().__init__(backbone, layers)
-        self.deltas = []
+        self.parts = []
         for i in self.layers:
             attn = backbone.blocks[i].attn
             for linear in (attn.qkv, attn.proj):
                 delta = _LowRankDelta(linear.out_features, linear.in_features, rank, alpha / rank)
                 parametrize.register_parametrization(linear, 'weight', delta)
-                self.deltas.append(delta)
-
-    @contextmanager
-    def disabled(self):
-        for d in self.deltas: d.enabled = False
-        try: yield
-        finally:
-            for d in self.deltas: d.enabled = True
+                self.parts.append(delta)
 
 # %% ../nbs/02b_methods.ipynb #b200000c
 class _Adapter(nn.Module):
@@ -96,26 +98,19 @@ class _Adapter(nn.Module):
 
     def forward(self, h): return self.scale * self.up(torch.relu(self.down(h)))
 
-class AdaptFormer(Method):
+class AdaptFormer(_Switched):
     "A parallel bottleneck adapter on the MLP of the chosen blocks."
     name = 'adaptformer'
     def __init__(self, backbone, layers, dim: int = 64, scale: float = 0.1):
         super().__init__(backbone, layers)
-        self.adapters = []
+        self.parts = []
         for i in self.layers:
             block = backbone.blocks[i]
             adapter = _Adapter(backbone.embed_dim, dim, scale)
             block.adaptformer = adapter                                  # a submodule: saved, moved, wrapped with the block
             block.norm2.register_forward_hook(lambda mod, args, out, a=adapter: setattr(a, '_h', out))
             block.register_forward_hook(lambda mod, args, out, a=adapter: out + a(a._h) if a.enabled else out)
-            self.adapters.append(adapter)
-
-    @contextmanager
-    def disabled(self):
-        for a in self.adapters: a.enabled = False
-        try: yield
-        finally:
-            for a in self.adapters: a.enabled = True
+            self.parts.append(adapter)
 
 # %% ../nbs/02b_methods.ipynb #b200000e
 class VPT(Method):

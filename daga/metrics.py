@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['DEPTH_METRICS', 'EIGEN_CROP', 'COCO_STATS', 'topk_correct', 'accuracy', 'TopKAccuracy', 'ConfusionMatrix',
-           'plot_per_class_iou', 'plot_confusion', 'eigen_crop_mask', 'depth_errors', 'valid_depth_mask',
-           'DepthMetrics', 'coco_evaluate', 'detection_confusion', 'plot_per_class_ap']
+           'plot_per_class', 'plot_per_class_iou', 'plot_confusion', 'eigen_crop_mask', 'depth_errors',
+           'valid_depth_mask', 'DepthMetrics', 'coco_evaluate', 'detection_confusion', 'plot_per_class_ap']
 
 # %% ../nbs/06_metrics.ipynb #395e4623
 import math
@@ -132,21 +132,24 @@ def _axes(ax, figsize):
     "The given axes, or the axes of a new object-API Figure."
     return Figure(figsize=figsize, layout='constrained').add_subplot() if ax is None else ax
 
-def plot_per_class_iou(iou, class_names, ax=None):
-    "Bar chart of per-class IoU (NaN = absent) with the mIoU as a dashed line; returns the Figure."
-    if len(iou) != len(class_names):
-        raise ValueError(f'{len(iou)} IoU values but {len(class_names)} class names; pass one name per class.')
-    ax = _axes(ax, (max(4, 0.3 * len(iou) + 1), 3))
-    values = [0.0 if math.isnan(v) else v for v in iou]
-    absent = [i for i, v in enumerate(iou) if math.isnan(v)]
-    ax.bar(range(len(iou)), values, color='tab:blue')
-    ax.plot(absent, [0.02] * len(absent), 'x', color='gray', label='absent')
-    present = [v for v in iou if not math.isnan(v)]
-    if present: ax.axhline(sum(present) / len(present), ls='--', color='tab:red', label=f'mIoU {sum(present) / len(present):.3f}')
-    ax.set_xticks(range(len(iou)), class_names, rotation=90 if len(iou) > 10 else 0)
-    ax.set(ylim=(0, 1), ylabel='IoU', title='per-class IoU')
+def plot_per_class(values, class_names, metric: str, mean_name: str, title: str, absent: str = 'absent', ax=None):
+    "Bar chart of a per-class metric in [0, 1] (NaN = `absent`, marked x) with its mean over the others dashed; returns the Figure."
+    if len(values) != len(class_names):
+        raise ValueError(f'{len(values)} {metric} values but {len(class_names)} class names; pass one name per class.')
+    ax = _axes(ax, (max(4, 0.3 * len(values) + 1), 3))
+    ax.bar(range(len(values)), [0.0 if math.isnan(v) else v for v in values], color='tab:blue')
+    missing = [i for i, v in enumerate(values) if math.isnan(v)]
+    ax.plot(missing, [0.02] * len(missing), 'x', color='gray', label=absent)
+    present = [v for v in values if not math.isnan(v)]
+    if present: ax.axhline(sum(present) / len(present), ls='--', color='tab:red', label=f'{mean_name} {sum(present) / len(present):.3f}')
+    ax.set_xticks(range(len(values)), class_names, rotation=90 if len(values) > 10 else 0)
+    ax.set(ylim=(0, 1), ylabel=metric, title=title)
     ax.legend(loc='upper right')
     return ax.figure
+
+def plot_per_class_iou(iou, class_names, ax=None):
+    "Bar chart of per-class IoU (NaN = absent) with the mIoU as a dashed line; returns the Figure."
+    return plot_per_class(iou, class_names, 'IoU', 'mIoU', 'per-class IoU', ax=ax)
 
 def plot_confusion(mat, class_names=None, ax=None):
     "Heatmap of a confusion matrix with rows normalised per target class; returns the Figure."
@@ -307,15 +310,4 @@ def detection_confusion(coco_gt, detections, image_ids=None, score_threshold: fl
 # %% ../nbs/06_metrics.ipynb #det0600c
 def plot_per_class_ap(ap, class_names, ax=None, title='per-class AP (IoU 0.50:0.95)'):
     "Bar chart of per-class AP (NaN = no ground truth) with their mean as a dashed line; returns the Figure."
-    if len(ap) != len(class_names):
-        raise ValueError(f'{len(ap)} AP values but {len(class_names)} class names; pass one name per class.')
-    ax = ax if ax is not None else Figure(figsize=(max(4, 0.3 * len(ap) + 1), 3), layout='constrained').add_subplot()
-    ax.bar(range(len(ap)), [0.0 if math.isnan(v) else v for v in ap], color='tab:blue')
-    absent = [i for i, v in enumerate(ap) if math.isnan(v)]
-    ax.plot(absent, [0.02] * len(absent), 'x', color='gray', label='no ground truth')
-    present = [v for v in ap if not math.isnan(v)]
-    if present: ax.axhline(sum(present) / len(present), ls='--', color='tab:red', label=f'AP {sum(present) / len(present):.3f}')
-    ax.set_xticks(range(len(ap)), class_names, rotation=90 if len(ap) > 10 else 0)
-    ax.set(ylim=(0, 1), ylabel='AP', title=title)
-    ax.legend(loc='upper right')
-    return ax.figure
+    return plot_per_class(ap, class_names, 'AP', 'AP', title, absent='no ground truth', ax=ax)

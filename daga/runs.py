@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['TaskData', 'Task', 'task_data', 'build_model', 'method_name', 'method_layers', 'method_params', 'eval_loader',
            'evaluate_split', 'train_config', 'run_fingerprint', 'test_evaluation', 'run_variant', 'variant_state',
-           'resolve_everywhere', 'compare_variants', 'record_step_time_ratio', 'evaluate_run', 'upgrade_run_info',
-           'read_run_info', 'load_variant', 'adapted_variant', 'predict_run', 'read_metrics', 'plot_curves',
-           'compare_table', 'write_report', 'write_comparison']
+           'resolve_everywhere', 'launch_resolved', 'compare_variants', 'record_step_time_ratio', 'evaluate_run',
+           'upgrade_run_info', 'read_run_info', 'load_variant', 'adapted_variant', 'predict_run', 'read_metrics',
+           'plot_curves', 'compare_table', 'write_report', 'write_comparison']
 
 # %% ../nbs/09b_runs.ipynb #9b000005
 import csv
@@ -263,16 +263,15 @@ def resolve_everywhere(p):
     if not env.distributed: return p.resolved()
     return broadcast_object(p.resolved() if env.is_main else None)
 
-def _announce(task, p):
-    print(f'{task.name}: {p.run_dir()}\n{p.describe()}', flush=True)
+def launch_resolved(label: str, fn, p, *args):
+    "p resolved once and printed with where each value came from, then fn(*args, p) in the processes p asks for; rank 0's result."
+    p = resolve_everywhere(p)
+    if current_env().is_main: print(f'{label}: {p.run_dir()}\n{p.describe()}', flush=True)
+    return run_in_processes(fn, (*args, p), p.gpus, p.cpu_procs)
 
 def compare_variants(task: Task, p) -> dict:
     "Baseline and DAGA side by side (or eval_only / a checkpoint), in the processes p asks for; returns rank 0's summaries."
-    env = current_env()
-    if p.eval_only: p = _eval_params(task, p)
-    p = resolve_everywhere(p)
-    if env.is_main: _announce(task, p)
-    return run_in_processes(_compare_here, (task, p), p.gpus, p.cpu_procs)
+    return launch_resolved(task.name, _compare_here, _eval_params(task, p) if p.eval_only else p, task)
 
 def _variants(p):
     "(folder, method) of the variants p asks for: the frozen baseline (unless compare_baseline=False), then the method."

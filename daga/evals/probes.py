@@ -14,12 +14,12 @@ import torch
 from matplotlib.figure import Figure
 
 from ..checkpoint import atomic_save, atomic_write_json
-from ..distributed import barrier, current_env, run_in_processes
+from ..distributed import barrier, current_env
 from .features import LINEAR_LRS, FeatureParams, cached_features, feature_splits
 from .knn import knn_accuracy
 from .linear import LINEAR_INPUTS, linear_input, linear_probe
 from .logreg import LOGREG_CS, logreg_probe
-from ..runs import resolve_everywhere
+from ..runs import launch_resolved
 
 # %% ../../nbs/24_probes.ipynb #e2400006
 def _numbers(text, cast) -> list:
@@ -53,10 +53,7 @@ def run_probes(p: FeatureParams, features: dict, num_classes: int, folder, devic
 # %% ../../nbs/24_probes.ipynb #e2400008
 def evaluate_features(p: FeatureParams) -> dict:
     "The probes on the frozen backbone's and the DAGA run's features, in the processes p asks for; rank 0's {model: results}."
-    env = current_env()
-    p = resolve_everywhere(p)
-    if env.is_main: print(f'features: {p.run_dir()}\n{p.describe()}', flush=True)
-    return run_in_processes(_evaluate_here, (p,), p.gpus, p.cpu_procs)
+    return launch_resolved('features', _evaluate_here, p)
 
 def _evaluate_here(p: FeatureParams) -> dict:
     "The evaluation in this process (one rank of it under a process group): p is resolved."

@@ -22,11 +22,11 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_write_json
 from ..data import EvalShardSampler, ImageFolderDataset, classification_transforms
-from ..distributed import all_reduce_sum, barrier, current_env, run_in_processes
+from ..distributed import all_reduce_sum, barrier, current_env
 from .features import FeatureParams, feature_model, feature_splits
 from .linear import linear_input
 from ..params import Params
-from ..runs import load_variant, read_run_info, resolve_everywhere
+from ..runs import launch_resolved, load_variant, read_run_info
 from ..synthetic import write_imagenet_a, write_imagenet_c, write_imagenet_r
 from ..tasks import classification
 
@@ -215,10 +215,7 @@ class RobustnessParams(Params):
 # %% ../../nbs/25_robustness.ipynb #e2500015
 def evaluate_robustness(p: RobustnessParams) -> dict:
     "Every classifier of p.runs on ImageNet-C / -A / -R, in the processes p asks for; rank 0's {classifier: results}."
-    env = current_env()
-    p = resolve_everywhere(p)
-    if env.is_main: print(f'robustness: {p.run_dir()}\n{p.describe()}', flush=True)
-    return run_in_processes(_robustness_here, (p,), p.gpus, p.cpu_procs)
+    return launch_resolved('robustness', _robustness_here, p)
 
 def _robustness_here(p: RobustnessParams) -> dict:
     "The evaluation in this process (one rank of it under a process group): p is resolved."
