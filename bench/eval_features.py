@@ -8,7 +8,7 @@ alternate round-robin inside every repeat, so load drift hits both alike; the ta
 repeat and the FLOPs per image (exact, from torch's FlopCounterMode).
 
 k-NN is `daga.evals.knn.knn_scores` with its default chunks: the working memory beyond the features is bounded by
-`knn_memory_bytes(query_chunk, train_chunk, k_max)`, printed next to the measured time and peak RSS growth.
+`knn_memory_bytes(query_chunk, train_chunk, k_max, n_train, dim)`, printed next to the measured time and peak RSS growth.
 
 Run from the repository root:  python bench/eval_features.py                  (ViT-S/16 at 224, ~3 min on 2 CPU cores)
                                python bench/eval_features.py --backbone tiny --size 64 --knn_train 20000 --knn_queries 2000   (smoke)
@@ -81,9 +81,9 @@ def main(argv=None):
     knn_scores(train, labels, queries, 1000, ks=(10, 20, 100, 200))
     seconds = time.perf_counter() - t0
     rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-    bound = knn_memory_bytes(256, 65536, 200) / 2 ** 20
+    bound = knn_memory_bytes(256, 65536, 200, n_train=args.knn_train, dim=args.dim) / 2 ** 20
     print(f'\n## k-NN: {args.knn_train:,} x {args.dim} training features, {args.knn_queries:,} queries, k in 10/20/100/200, 1000 classes\n')
-    print(f'{seconds:.1f} s on {args.threads} threads; working memory bound (query_chunk 256 x train_chunk 65,536, k 200): '
+    print(f'{seconds:.1f} s on {args.threads} threads; working memory bound (the normalised training copy, query_chunk 256 x train_chunk 65,536, k 200): '
           f'{bound:.0f} MiB; peak RSS grew by {rss:.0f} MiB (the votes, {args.knn_queries * 1000 * 4 * 4 / 2 ** 20:.0f} MiB for '
           f'four k, are part of the output).')
 

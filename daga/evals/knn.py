@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 # %% ../../nbs/21_knn.ipynb #e2100006
-def knn_memory_bytes(query_chunk: int, train_chunk: int, k_max: int) -> int:
-    "Working memory of one step of knn_scores beyond the features: the similarity block and the running top-k."
-    return query_chunk * train_chunk * 4 + query_chunk * 2 * k_max * (4 + 8)
+def knn_memory_bytes(query_chunk: int, train_chunk: int, k_max: int, n_train: int = 0, dim: int = 0) -> int:
+    "Working memory of knn_scores beyond its inputs and outputs: the normalised training features on the device (n_train x dim), one similarity block and the running top-k."
+    return n_train * dim * 4 + query_chunk * train_chunk * 4 + query_chunk * 2 * k_max * (4 + 8)
 
 @torch.no_grad()
 def knn_scores(train_features, train_labels, queries, num_classes: int, ks=(10, 20, 100, 200), temperature: float = 0.07,
@@ -21,18 +21,18 @@ def knn_scores(train_features, train_labels, queries, num_classes: int, ks=(10, 
     device = device or train_features.device
     ks = sorted({min(k, len(train_features)) for k in ks})
     k_max = ks[-1]
-    train = F.normalize(train_features.float(), dim=-1)
-    labels = torch.as_tensor(train_labels).long()
+    train = F.normalize(train_features.to(device).float(), dim=-1)                   # normalised and moved once
+    labels = torch.as_tensor(train_labels).long().to(device)
     out = {k: [] for k in ks}
     for q0 in range(0, len(queries), query_chunk):
         q = F.normalize(queries[q0:q0 + query_chunk].float().to(device), dim=-1)          # (q, D)
         best_sim = torch.full((len(q), 0), float('-inf'), device=device)
         best_lab = torch.zeros((len(q), 0), dtype=torch.long, device=device)
         for t0 in range(0, len(train), train_chunk):
-            sims = q @ train[t0:t0 + train_chunk].to(device).T                          # (q, t)
+            sims = q @ train[t0:t0 + train_chunk].T                                     # (q, t)
             top = sims.topk(min(k_max, sims.shape[1]), dim=1)
             cand_sim = torch.cat([best_sim, top.values], 1)
-            cand_lab = torch.cat([best_lab, labels[t0:t0 + train_chunk].to(device)[top.indices]], 1)
+            cand_lab = torch.cat([best_lab, labels[t0:t0 + train_chunk][top.indices]], 1)
             keep = cand_sim.topk(min(k_max, cand_sim.shape[1]), dim=1)
             best_sim, best_lab = keep.values, cand_lab.gather(1, keep.indices)          # (q, k_max), sorted
         weights = ((best_sim - best_sim[:, :1]) / temperature).exp()                     # exp(sim / T), up to a per-query factor
