@@ -12,11 +12,10 @@ import inspect
 import os
 import re
 import sys
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, dataclass, fields
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 

@@ -23,7 +23,8 @@ if tree_state() != before:
     problems.append('nbdev_clean / nbdev_export changed files: notebooks were not clean or daga/ was not in sync '
                     'with nbs/. Review `git diff` and commit the result.\n' + changed)
 
-for nb in sorted((root / 'nbs').glob('train_*.ipynb')) + sorted((root / 'nbs').glob('eval_*.ipynb')):
+# every papermill front door: train_<task> and sweep (daga_train <task>), eval_<name> (daga_eval <name>)
+for nb in sorted((root / 'nbs').glob('train_*.ipynb')) + sorted((root / 'nbs').glob('eval_*.ipynb')) + [root / 'nbs' / 'sweep.ipynb']:
     cells = json.loads(nb.read_text())['cells']
     tagged = [c for c in cells if 'parameters' in c.get('metadata', {}).get('tags', [])]
     if len(tagged) != 1:
@@ -35,16 +36,15 @@ for nb in sorted((root / 'nbs').glob('train_*.ipynb')) + sorted((root / 'nbs').g
     if names != inferred:
         problems.append(f'papermill cannot read parameter line(s) {sorted(names - inferred)} of {nb.relative_to(root)} '
                         f'(`papermill --help-notebook` would not list them): keep "=" out of their comments.')
-    kind, name = nb.stem.split('_', 1)
+    kind, name = nb.stem.split('_', 1) if '_' in nb.stem else ('train', nb.stem)
     try: params_cls = importlib.import_module('daga.cli').PROGRAMS[f'daga_{kind}'][name].params
     except (ImportError, KeyError) as e:
         problems.append(f'{nb.relative_to(root)} has no command in daga.cli.PROGRAMS (daga_{kind} {name}): {e!r}. Wire it in 39_cli.')
         continue
-    if params_cls is not None:
-        fields = {f.name for f in dataclasses.fields(params_cls) if not f.name.startswith('_')}
-        if names != fields:
-            problems.append(f'{nb.relative_to(root)}: the parameters cell and {params_cls.__name__} disagree: missing '
-                            f'{sorted(fields - names)}, unknown {sorted(names - fields)}. List every parameter, once.')
+    fields = {f.name for f in dataclasses.fields(params_cls) if not f.name.startswith('_')}
+    if names != fields:
+        problems.append(f'{nb.relative_to(root)}: the parameters cell and {params_cls.__name__} disagree: missing '
+                        f'{sorted(fields - names)}, unknown {sorted(names - fields)}. List every parameter, once.')
 
 r = subprocess.run([sys.executable, str(root / 'tools' / 'make_readme.py'), '--check'], capture_output=True, text=True)
 if r.returncode: problems.append(r.stderr.strip() or r.stdout.strip())

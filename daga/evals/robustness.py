@@ -94,7 +94,7 @@ def imagenet_c_layout(root) -> dict:
     return layout
 
 def wnid_images(folder, classifier_classes, image_size: int):
-    "(dataset of folder/<wnid>/*, tensor mapping its labels to classifier indices, the classifier indices present)."
+    "(dataset of folder/<wnid>/*, its labels mapped to classifier indices: also the classes present, to restrict logits to)."
     folder = Path(folder)
     dataset = ImageFolderDataset(folder.parent, folder.name, classification_transforms(image_size, train=False))
     known = {c: i for i, c in enumerate(classifier_classes)}
@@ -104,7 +104,7 @@ def wnid_images(folder, classifier_classes, image_size: int):
                          f'not know: its {len(classifier_classes)} classes are the wnids of its training set (e.g. '
                          f'{list(classifier_classes)[:3]}). Evaluate a classifier trained on ImageNet-1k class folders.')
     to_classifier = torch.tensor([known[c] for c in dataset.classes])
-    return dataset, to_classifier, to_classifier.clone()
+    return dataset, to_classifier
 
 # %% ../../nbs/25_robustness.ipynb #e2500010
 class ProbeClassifier(nn.Module):
@@ -237,14 +237,14 @@ def _robustness_here(p: RobustnessParams) -> dict:
                 for corruption, severities in layout.items():
                     accuracy[corruption] = {}
                     for s, folder in severities.items():
-                        dataset, to_classifier, _ = wnid_images(folder, classes, size)
+                        dataset, to_classifier = wnid_images(folder, classes, size)
                         accuracy[corruption][s] = top1(model, dataset, to_classifier, None, batch, env, f'{name}: {corruption} {s}', p.num_workers)
                 r['imagenet_c'] = dict(accuracy=accuracy, **corruption_errors(accuracy, 1 - c['clean_top1']))
             for key in ('imagenet_a', 'imagenet_r'):
                 if getattr(p, key):
-                    dataset, to_classifier, present = wnid_images(getattr(p, key), classes, size)
-                    r[key] = dict(top1=top1(model, dataset, to_classifier, present, batch, env, f'{name}: {key}', p.num_workers),
-                                  classes=len(present), images=len(dataset))
+                    dataset, to_classifier = wnid_images(getattr(p, key), classes, size)      # restricted to the classes present
+                    r[key] = dict(top1=top1(model, dataset, to_classifier, to_classifier, batch, env, f'{name}: {key}', p.num_workers),
+                                  classes=len(to_classifier), images=len(dataset))
             results[name] = r
     if env.is_main: write_robustness_report(p, results)
     barrier()
