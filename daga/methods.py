@@ -98,6 +98,11 @@ class _Adapter(nn.Module):
 
     def forward(self, h): return self.scale * self.up(torch.relu(self.down(h)))
 
+    def add_to(self, out):
+        "The block's output plus the adapter on the norm2 output it saw; that output is not kept past the block."
+        h, self._h = self._h, None
+        return out + self(h) if self.enabled else out
+
 class AdaptFormer(_Switched):
     "A parallel bottleneck adapter on the MLP of the chosen blocks."
     name = 'adaptformer'
@@ -109,7 +114,7 @@ class AdaptFormer(_Switched):
             adapter = _Adapter(backbone.embed_dim, dim, scale)
             block.adaptformer = adapter                                  # a submodule: saved, moved, wrapped with the block
             block.norm2.register_forward_hook(lambda mod, args, out, a=adapter: setattr(a, '_h', out))
-            block.register_forward_hook(lambda mod, args, out, a=adapter: out + a(a._h) if a.enabled else out)
+            block.register_forward_hook(lambda mod, args, out, a=adapter: a.add_to(out))
             self.parts.append(adapter)
 
 # %% ../nbs/02b_methods.ipynb #b200000e

@@ -47,7 +47,7 @@ class Features:
     patches: torch.Tensor                               # (B, h, w, D), final norm
     registers: torch.Tensor                             # (B, R, D), final norm
     layout: TokenLayout
-    guidance: torch.Tensor | None                       # (B, h, w) in [0, 1], from the frozen stream (a method's: eval mode only)
+    guidance: torch.Tensor | None                       # (B, h, w) in [0, 1], from the frozen stream (a method's: from its own stream, in eval mode only)
     intermediate: dict = field(default_factory=dict)    # {block: (B, D, h, w)} final-normed patch outputs of those blocks
     intermediate_cls: dict = field(default_factory=dict)  # {block: (B, D)} final-normed CLS outputs of those blocks
     attention: dict = field(default_factory=dict)       # {block: (B, heads, h*w)} CLS attention, only on request

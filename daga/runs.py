@@ -95,10 +95,12 @@ def build_model(task: Task, p, num_classes: int, method: str = None, layers=None
     pretrained = sum(q.numel() for q in backbone.parameters())
     head = _seeded(p.seed, lambda: task.build_head(p, backbone, num_classes))
     reads = list(getattr(head, 'layers', ()) or ())
-    late = [l for l in parse_layers(layers, backbone.depth, f'{method} layer') if reads and l > max(reads)]
-    if late:
-        raise ValueError(f'{"DAGA" if method == "daga" else method} layer(s) {late} come after the last block the head reads '
-                         f'({reads}), so they cannot change its input: use daga_layers <= {max(reads)}, or let the head read a later block.')
+    asked = {method: layers, p.method: [] if p.method == 'frozen' else p.daga_layers}   # the run's method too: refused
+    for name, blocks in asked.items():                                                # before its baseline trains
+        late = [l for l in parse_layers(blocks, backbone.depth, f'{name} layer') if reads and l > max(reads)]
+        if late:
+            raise ValueError(f'{"DAGA" if name == "daga" else name} layer(s) {late} come after the last block the head reads '
+                             f'({reads}), so they cannot change its input: use daga_layers <= {max(reads)}, or let the head read a later block.')
     def adapted():
         other = make_method(method, backbone, layers, p.method_config()) if layers else None
         return AdaptedViT(backbone, layers if method == 'daga' else [], guidance_layer=p.guidance_layer, method=other)
