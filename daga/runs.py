@@ -152,9 +152,11 @@ def evaluate_split(task: Task, p, model, dataset, num_classes: int, env, desc='t
     return metrics
 
 def _per_epoch(evaluate, split):
-    "evaluate_fn for the training core: the metrics prefixed with their split, the confusion matrix left out."
+    "evaluate_fn for the training core: the metrics prefixed with their split, the confusion matrix left out (kept whole in .last)."
     def evaluate_fn(model, loader):
-        return {f'{split}_{k}': v for k, v in evaluate(model, loader).items() if k != 'confusion'}
+        evaluate_fn.last = evaluate(model, loader)
+        return {f'{split}_{k}': v for k, v in evaluate_fn.last.items() if k != 'confusion'}
+    evaluate_fn.last = None
     return evaluate_fn
 
 # %% ../nbs/09b_runs.ipynb #9b00000d
@@ -175,11 +177,12 @@ def run_fingerprint(p, model, data: TaskData) -> dict:
 def _device_for(p, env) -> str:
     return str(env.device) if env.distributed else plan_processes(p.gpus, p.cpu_procs).device
 
-def test_evaluation(task: Task, p, model, data: TaskData, run_dir, summary, env) -> dict:
+def test_evaluation(task: Task, p, model, data: TaskData, run_dir, summary, env, final: dict = None) -> dict:
     "Score the test split with the final weights and (if one was selected) best.pt; write the task's reports on rank 0."
     run_dir, classes = Path(run_dir), data.classes
     results, reports = {}, {}
-    final = evaluate_split(task, p, model, data.test, len(classes), env, 'test (final)')
+    if final is None: final = evaluate_split(task, p, model, data.test, len(classes), env, 'test (final)')
+    final = dict(final)                                  # `final`: the final weights already scored on test, given
     results['final'], reports['final'] = final, final.pop('confusion', None)
     best_epoch = summary.get('best_epoch')
     if best_epoch is not None and best_epoch != summary['epochs']:
@@ -221,9 +224,12 @@ def run_variant(task: Task, p, variant: str = None, method: str = None, restart:
                 guidance_layer=model.vit.guidance_layer, head_layers=list(getattr(model.head, 'layers', ()) or ()),
                 test_split=data.test_split, val_split=data.val_split, params_method=method_params(model),
                 params_backbone=model.vit.pretrained_params)
-    summary = fit(wrap_model(model, env), train_dl, val_dl, task.loss, _per_epoch(evaluate, split), run_dir, cfg,
+    per_epoch = _per_epoch(evaluate, split)
+    summary = fit(wrap_model(model, env), train_dl, val_dl, task.loss, per_epoch, run_dir, cfg,
                   run_info=info, fingerprint=fingerprint, is_main=env.is_main, reduce_fn=all_reduce_sum, barrier_fn=barrier)
-    summary['test'] = test_evaluation(task, p, model, data, run_dir, summary, env)
+    # without a selection split the last epoch was scored on test with the final weights (here, unless resumed after it)
+    scored = split == 'test' and per_epoch.last is not None and f'test_{task.monitor}' in summary['final_metrics']
+    summary['test'] = test_evaluation(task, p, model, data, run_dir, summary, env, per_epoch.last if scored else None)
     if env.is_main: atomic_write_json(run_dir / 'summary.json', summary)
     return summary
 
