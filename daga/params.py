@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['parse_value', 'resolve_run_name', 'is_generated', 'mark_generated', 'Params', 'BackboneParams', 'RunParams',
-           'resolved', 'method_tag', 'method_config', 'from_dict', 'run_dir', 'trajectory', 'describe']
+           'resolved', 'method_tag', 'method_config', 'from_dict', 'run_dir', 'trajectory', 'describe', 'protocol']
 
 # %% ../nbs/09a_params.ipynb #9a000005
 import json
@@ -293,3 +293,14 @@ def describe(self) -> str:
     return '\n'.join(f'  {n:<{width}} = {v:<{vwidth}}  {s}'.rstrip() for n, v, s in rows)
 
 Params.describe = describe
+
+# %% ../nbs/09a_params.ipynb #5a697a09
+def protocol(self) -> dict:
+    "{'name': the official protocol these parameters follow, 'departures': [each deliberate difference, in words]}."
+    if self.data_root is None or is_generated(self.data_root):
+        return dict(name='generated data: no official protocol', departures=[])
+    return dict(name=self.PROTOCOL or f'no official {self.task} protocol', departures=list(self.departures()))
+
+Params.protocol = protocol
+Params.PROTOCOL = None                   # e.g. "DINOv3 ADE20K linear (dinov3/eval/segmentation)"
+Params.departures = lambda self: []      # a task's subclass lists what its configuration changes

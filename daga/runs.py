@@ -223,7 +223,7 @@ def run_variant(task: Task, p, variant: str = None, method: str = None, restart:
                 backbone=p.backbone, method=method_name(model), method_layers=method_layers(model),
                 guidance_layer=model.vit.guidance_layer, head_layers=list(getattr(model.head, 'layers', ()) or ()),
                 test_split=data.test_split, val_split=data.val_split, params_method=method_params(model),
-                params_backbone=model.vit.pretrained_params)
+                params_backbone=model.vit.pretrained_params, protocol=p.protocol())
     per_epoch = _per_epoch(evaluate, split)
     summary = fit(wrap_model(model, env), train_dl, val_dl, task.loss, per_epoch, run_dir, cfg,
                   run_info=info, fingerprint=fingerprint, is_main=env.is_main, reduce_fn=all_reduce_sum, barrier_fn=barrier)
@@ -465,6 +465,10 @@ def plot_curves(runs, keys=None, ax=None):
     return axes[0].figure
 
 def _fmt_int(n): return f'{n:,}'
+def _protocol_note(protocol: dict) -> str:
+    "The protocol line under a table: its name and every departure, or that there is none."
+    departures = protocol.get('departures') or []
+    return f"Protocol: {protocol['name']}. " + (f"Departures: {'; '.join(departures)}." if departures else 'No departures.')
 def _ratio(x, fmt='.2f', unit='x'): return 'n/a' if x is None else f'{x:{fmt}}{unit}'
 
 def compare_table(summaries, baseline=None, metrics=()) -> str:
@@ -489,6 +493,7 @@ def compare_table(summaries, baseline=None, metrics=()) -> str:
                     f"{_ratio(s.get('step_time_ratio'))} | {_ratio(s.get('activation_memory_mb'), '.1f', '')} | {s['images_per_s']:,.0f} |")
     notes = sorted({f"Test split: {s['test']['split']}. Checkpoint selection: {s['test']['selection']}."
                     for s in summaries.values() if s.get('test')})
+    notes += sorted({_protocol_note(s['protocol']) for s in summaries.values() if s.get('protocol')})
     return '\n'.join(rows + [''] + notes)
 
 def write_report(out_dir, tag, rows, confusion=None, classes=None, max_heatmap: int = 40) -> list:
