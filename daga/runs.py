@@ -103,7 +103,8 @@ def build_model(task: Task, p, num_classes: int, method: str = None, layers=None
                              f'({reads}), so they cannot change its input: use daga_layers <= {max(reads)}, or let the head read a later block.')
     def adapted():
         other = make_method(method, backbone, layers, p.method_config()) if layers else None
-        return AdaptedViT(backbone, layers if method == 'daga' else [], guidance_layer=p.guidance_layer, method=other)
+        return AdaptedViT(backbone, layers if method == 'daga' else [], guidance_layer=p.guidance_layer, method=other,
+                          grad_checkpointing=p.grad_checkpointing, compile=p.compile)
     vit = _seeded(p.seed + 1, adapted)
     vit.weights_fingerprint, vit.pretrained_params = weights, pretrained
     return TaskModel(vit, head)
