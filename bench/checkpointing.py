@@ -13,7 +13,7 @@ With --compile the script instead times torch.compile'd blocks (`AdaptedViT(...,
 the frozen baseline and DAGA [1,2,10,11]: the compile time (first step less an eager step), the step times, and the
 features' difference. On the CPU, inductor's C++ build dominates (minutes, cold cache).
 
-Run from the repository root:  python bench/checkpointing.py --threads 2                  (ViT-S/16, 8 x 224², ~10 min on 2 CPU cores)
+Run from the repository root:  python bench/checkpointing.py --threads 2     (ViT-S/16, 8 x 224², ~10 min on 2 cores)
                                python bench/checkpointing.py --backbone tiny --size 64 --repeats 2   (smoke test)
                                python bench/checkpointing.py --compile --threads 2      (inductor vs eager)
 """
@@ -51,7 +51,8 @@ def _twins(backbone, name, layers, device, seed, **variant):
     other = AdaptedViT(own, daga_layers, method=method, **variant).to(device).train()
     other.daga.load_state_dict(plain.daga.state_dict())
     head = _head(TASK, own, [own.depth - 1]).to(device).train()
-    label = name if name == 'frozen' else f'{name} [{",".join(map(str, layers))}]' if len(layers) < own.depth else f'{name} all'
+    blocks = 'all' if len(layers) == own.depth else '[' + ','.join(map(str, layers)) + ']'
+    label = name if name == 'frozen' else f'{name} {blocks}'
     configs = []
     for model, h in ((plain, head), (other, copy.deepcopy(head))):
         cfg = Config(label, name, model, h, False)
@@ -95,18 +96,21 @@ def run_checkpointing(args, backbone):
                 if r >= args.warmup: times[k].append(fwd + bwd)
         t0, t1 = statistics.median(times[0]), statistics.median(times[1])
         rows.append((plain.label, plain.added_params, s0, s1, f0, f1, t0, t1, min(times[0]), min(times[1]), rel))
-        print(f'  {plain.label}: saved {s0 / 2**20:.1f} -> {s1 / 2**20:.1f} MB, step {1e3 * t0:.0f} -> {1e3 * t1:.0f} ms',
+        print(f'  {plain.label}: saved {s0 / 2**20:.1f} -> {s1 / 2**20:.1f} MB, '
+              f'step {1e3 * t0:.0f} -> {1e3 * t1:.0f} ms',
               file=sys.stderr, flush=True)
         del plain, ckpt
-    print('\n| config | params trained (head aside) | saved MB off | saved MB on | saved x | GFLOP/step off | GFLOP/step on '
+    print('\n| config | params trained (head aside) | saved MB off | saved MB on | saved x | GFLOP/step off '
+          '| GFLOP/step on '
           '| FLOP x | step ms off (median) | step ms on (median) | time x (median / min) | gradient rel. diff |')
     print('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for label, n, s0, s1, f0, f1, t0, t1, m0, m1, rel in rows:
-        print(f'| {label} | {n:,} | {s0 / 2**20:.1f} | {s1 / 2**20:.1f} | **{s1 / s0:.2f}** | {f0 / 1e9:.1f} | {f1 / 1e9:.1f} '
+        print(f'| {label} | {n:,} | {s0 / 2**20:.1f} | {s1 / 2**20:.1f} | **{s1 / s0:.2f}** | {f0 / 1e9:.1f} '
+              f'| {f1 / 1e9:.1f} '
               f'| {f1 / f0:.2f} | {1e3 * t0:.1f} | {1e3 * t1:.1f} | {t1 / t0:.2f} / {m1 / m0:.2f} | {rel:.1e} |')
-    print('\nsaved = what autograd keeps for backward after the forward (SavedForBackward); with checkpointing, a block\'s '
-          'activations exist again only while its backward runs (one block at a time). FLOP x is exact: the recomputed '
-          'forwards of the checkpointed blocks.')
+    print('\nsaved = what autograd keeps for backward after the forward (SavedForBackward); with checkpointing, a '
+          'block\'s activations exist again only while its backward runs (one block at a time). FLOP x is exact: the '
+          'recomputed forwards of the checkpointed blocks.')
 
 
 def run_compile(args, backbone):
@@ -120,8 +124,8 @@ def run_compile(args, backbone):
         torch._dynamo.reset()
         eager, compiled = _twins(backbone, name, layers, args.device, args.seed, compile=args.backend)
         _train_step(eager, TASK, images, target, autocast, sync)
-        t = time.perf_counter(); _train_step(eager, TASK, images, target, autocast, sync); eager_once = time.perf_counter() - t
-        t = time.perf_counter(); _train_step(compiled, TASK, images, target, autocast, sync); first = time.perf_counter() - t
+        eager_once, first = (_seconds(lambda c=c: _train_step(c, TASK, images, target, autocast, sync))
+                             for c in (eager, compiled))
         times = {0: [], 1: []}
         for r in range(args.warmup + args.repeats):
             for k, c in ((0, eager), (1, compiled)) if r % 2 == 0 else ((1, compiled), (0, eager)):
@@ -133,7 +137,14 @@ def run_compile(args, backbone):
             a, b = eager.model(images), compiled.model(images)
         rel = float((a.patches - b.patches).abs().max() / a.patches.abs().max())
         t0, t1 = statistics.median(times[0]), statistics.median(times[1])
-        print(f'| {eager.label} | {first - eager_once:.1f} | {1e3 * t0:.1f} | {1e3 * t1:.1f} | {t0 / t1:.2f}x | {rel:.1e} |', flush=True)
+        print(f'| {eager.label} | {first - eager_once:.1f} | {1e3 * t0:.1f} | {1e3 * t1:.1f} | {t0 / t1:.2f}x '
+              f'| {rel:.1e} |', flush=True)
+
+
+def _seconds(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def _autocast(device):
@@ -144,7 +155,8 @@ def _sync(device): return torch.cuda.synchronize if device.type == 'cuda' else (
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--backbone', default='vits16')
     p.add_argument('--size', type=int, default=224)
     p.add_argument('--batch', type=int, default=8)
@@ -159,7 +171,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.device == 'auto': args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     args.device = torch.device(args.device)
-    if args.device.type == 'cuda' and not torch.cuda.is_available(): p.error('--device cuda, but no CUDA GPU is visible: use --device cpu.')
+    if args.device.type == 'cuda' and not torch.cuda.is_available():
+        p.error('--device cuda, but no CUDA GPU is visible: use --device cpu.')
     if args.methods:
         args.methods = [m.strip() for m in args.methods.split(',') if m.strip()]
         unknown = [m for m in args.methods if m not in METHODS]

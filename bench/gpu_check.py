@@ -45,7 +45,7 @@ from daga.heads import TaskModel                                   # noqa: E402
 from daga.model import AdaptedViT                                  # noqa: E402
 from daga.tasks import detection                                   # noqa: E402
 from daga.tasks.segmentation import segmentation_loss              # noqa: E402
-from step_time import Config, _device_name, _head, _inputs, _train_step   # noqa: E402  step_time.py's step, heads, inputs
+from step_time import Config, _device_name, _head, _inputs, _train_step   # noqa: E402  step_time.py's step and heads
 
 TASKS = ('classification', 'segmentation', 'depth', 'detection')
 # the real per-GPU sizes (one GPU takes a whole real batch) and the tiny CPU form; (h, w), batch
@@ -96,6 +96,7 @@ class Check:
         self.cuda = self.device.type == 'cuda'
         self.sizes = GPU_SIZES if self.cuda else CPU_SIZES
         self.steps = args.steps or (20 if self.cuda else 3)
+        self.warmup = 2 if self.cuda else 1            # untimed steps before timing (cuDNN, allocator, compile)
         self.backbone_name = args.backbone or ('vitb16' if self.cuda else 'tiny')
         self.compile_backend = args.compile_backend or ('inductor' if self.cuda else 'aot_eager')
         self._backbone = None
@@ -145,11 +146,12 @@ class Check:
 
 
 def _head_for(check, task):
-    "step_time.py's head; DETR sized as the real profile on a GPU, as the generated one (10 queries, 2 layers) on the CPU."
+    "step_time.py's head; DETR sized as the real profile on a GPU, as the generated one (10 queries) on the CPU."
     bb = check.backbone
     if task != 'detection': return _head(task, bb, [2, 5, 8, bb.depth - 1])
     profile = detection.DetectionParams.REAL if check.cuda else detection.DetectionParams.GENERATED
-    names = ('num_queries', 'd_model', 'nhead', 'num_decoder_layers', 'num_encoder_layers', 'dim_feedforward', 'dropout')
+    names = ('num_queries', 'd_model', 'nhead', 'num_decoder_layers', 'num_encoder_layers', 'dim_feedforward',
+             'dropout')
     return detection.build_head(SimpleNamespace(out_indices=[bb.depth - 1], **{k: profile[k] for k in names}), bb, 80)
 
 
@@ -170,9 +172,9 @@ def _inputs_for(check, task):
 
 
 def _timed_steps(check, cfg, task, images, target, n):
-    "n train steps (after 2 untimed); (median step s, peak GiB, every step's loss finite)."
+    "n train steps after the warm-up; (median step s, peak GiB)."
     autocast = lambda: check.autocast()
-    for _ in range(2): _train_step(cfg, task, images, target, autocast, check.sync)
+    for _ in range(check.warmup): _train_step(cfg, task, images, target, autocast, check.sync)
     check.peak_reset()
     times = []
     for _ in range(n):
@@ -202,7 +204,13 @@ def section_steps(check, task):
         row.expected = f'DAGA [11] <= {STEP_RATIO_TARGET:.2f}x (issue)' + ('' if check.cuda else ': GPU only')
         if check.cuda and ratio > STEP_RATIO_TARGET: row.result += ' (target MISSED)'
     (h, w), batch = check.sizes[task]
-    return check.run(f'steps/{task}', f'{batch} x {h}x{w}, {check.steps} steps, baseline / DAGA [11]', run, BUDGET_S['steps'])
+    what = f'{batch} x {h}x{w}, {check.steps} steps, baseline / DAGA [11]'
+    return check.run(f'steps/{task}', what, run, BUDGET_S['steps'])
+
+
+def _tokens(features):
+    "CLS and patch tokens of a Features, (B, (1 + h*w) * D)."
+    return torch.cat([features.cls, features.patches.flatten(1)], 1)
 
 
 def _relative(a, b):
@@ -219,8 +227,9 @@ def section_bf16(check):
         with torch.no_grad():
             with check.autocast(False): ref = model(images)
             with check.autocast(): low = model(images)
-        rel, cos = _relative(torch.cat([ref.cls, ref.patches.flatten(1)], 1), torch.cat([low.cls, low.patches.flatten(1)], 1).float())
-        row.result, row.expected = f'rel. L2 error {rel:.2e}, cosine {cos:.5f}', f'<= {BF16_REL_TOL}, >= {BF16_COS_MIN}'
+        rel, cos = _relative(_tokens(ref), _tokens(low).float())
+        row.result = f'rel. L2 error {rel:.2e}, cosine {cos:.5f}'
+        row.expected = f'<= {BF16_REL_TOL}, >= {BF16_COS_MIN}'
         if not (rel <= BF16_REL_TOL and cos >= BF16_COS_MIN): row.status = 'FAIL'
     (h, w), batch = check.sizes['segmentation']
     return check.run('bf16', f'DAGA [11] features, {batch} x {h}x{w}, bf16 autocast vs fp32', run, BUDGET_S['bf16'])
@@ -243,7 +252,7 @@ def _seg_model(check):
     "DAGA [11] and the segmentation head (BatchNorm inside), seeded: two calls build the same model."
     torch.manual_seed(0)
     return TaskModel(AdaptedViT(check.backbone, [check.backbone.depth - 1]),
-                     _head('segmentation', check.backbone, [2, 5, 8, check.backbone.depth - 1])).to(check.device).train()
+                     _head_for(check, 'segmentation')).to(check.device).train()
 
 
 def section_ddp(check):
@@ -262,9 +271,10 @@ def section_ddp(check):
                     opt.zero_grad(set_to_none=True)
                     segmentation_loss(model, (images, masks)).backward()
                     opt.step()
-            diff = max(float((a - b).detach().abs().max()) for a, b in zip(plain.parameters(), inner.parameters()) if a.requires_grad)
+            diff = max(float((a - b).detach().abs().max())
+                       for a, b in zip(plain.parameters(), inner.parameters()) if a.requires_grad)
         row.result = (f'{backend}, {type(wrapped).__name__}, SyncBatchNorm {"in" if sync_bn else "not in"} the head; '
-                      f'max |weight diff| after 3 SGD steps {diff:.1e}')
+                      f'largest weight difference after 3 SGD steps {diff:.1e}')
         row.expected = '<= 1e-5; SyncBatchNorm on CUDA only'
         if diff > 1e-5 or sync_bn != check.cuda: row.status = 'FAIL'
     return check.run('ddp', 'DDP (one process) vs no DDP, segmentation head', run, BUDGET_S['ddp'])
@@ -279,7 +289,8 @@ def section_syncbn(check):
         from torch.nn.modules._functions import SyncBatchNorm as SyncBatchNormFunction
         g = torch.Generator(device=check.device).manual_seed(0)
         x = torch.randn(16, 64, 32, 32, device=check.device, generator=g) * 3 + 1
-        weight, bias = torch.rand(64, device=check.device, generator=g) + 0.5, torch.randn(64, device=check.device, generator=g)
+        weight = torch.rand(64, device=check.device, generator=g) + 0.5
+        bias = torch.randn(64, device=check.device, generator=g)
         outs = []
         with one_process_group(check):
             for synced in (True, False):
@@ -290,13 +301,13 @@ def section_syncbn(check):
                 (y * torch.linspace(-1, 1, y.numel(), device=check.device).view_as(y)).sum().backward()
                 outs.append([y.detach(), xi.grad, wi.grad, bi.grad, mean, var])
         diff = max(float((a - b).abs().max()) for a, b in zip(*outs))
-        row.result, row.expected = f'max |diff| (output, 3 gradients, running stats) {diff:.1e}', '<= 1e-4'
+        row.result, row.expected = f'largest difference (output, 3 gradients, running stats) {diff:.1e}', '<= 1e-4'
         if diff > 1e-4: row.status = 'FAIL'
     return check.run('syncbn', 'SyncBatchNorm (NCCL, one process) vs BatchNorm', run, BUDGET_S['syncbn'])
 
 
 def section_checkpointing(check):
-    "DAGA [1,2,10,11] on segmentation: the backward crosses ten blocks; memory and time with and without checkpointing."
+    "DAGA [1,2,10,11] on segmentation (the backward crosses ten blocks): memory and time, checkpointing off and on."
     def run(row):
         images, target = _inputs_for(check, 'segmentation')
         depth = check.backbone.depth
@@ -310,7 +321,8 @@ def section_checkpointing(check):
             fresh = _config(check, 'segmentation', layers, grad_checkpointing=on)       # untrained: same start
             with check.autocast(False):
                 feats = fresh.model(images, layers=fresh.head.layers)
-                F.cross_entropy(fresh.head(feats, size=tuple(images.shape[-2:])).float(), target, ignore_index=255).backward()
+                logits = fresh.head(feats, size=tuple(images.shape[-2:])).float()
+                F.cross_entropy(logits, target, ignore_index=255).backward()
             grads[on] = torch.cat([p.grad.flatten() for p in fresh.model.parameters() if p.requires_grad])
             figures[on] = (step, peak)
             del cfg, fresh
@@ -345,9 +357,10 @@ def section_compile(check):
         compiled.model.load_state_dict(eager.model.state_dict())
         with torch.no_grad(), check.autocast(False):
             a, b = eager.model(images), compiled.model(images)
-        rel, _ = _relative(torch.cat([a.cls, a.patches.flatten(1)], 1), torch.cat([b.cls, b.patches.flatten(1)], 1))
-        row.result = (f'{check.compile_backend}: compile ~{first - steps["eager"]:.0f} s, step {1e3 * steps["eager"]:.1f} -> '
-                      f'{1e3 * steps["compiled"]:.1f} ms ({steps["eager"] / steps["compiled"]:.2f}x faster); features rel. diff {rel:.1e}')
+        rel, _ = _relative(_tokens(a), _tokens(b))
+        e, c = steps['eager'], steps['compiled']
+        row.result = (f'{check.compile_backend}: compile ~{first - e:.0f} s, step {1e3 * e:.1f} -> {1e3 * c:.1f} ms '
+                      f'(speed-up {e / c:.2f}x); features rel. diff {rel:.1e}')
         row.expected = 'features <= 1e-4 (fp32)'
         if rel > 1e-4: row.status = 'FAIL'
     (h, w), batch = check.sizes['segmentation']
@@ -357,19 +370,23 @@ def section_compile(check):
 def print_table(check):
     print('\n| section | what | result | expected | status | s |')
     print('|---|---|---|---|---|---:|')
-    for r in check.rows: print(f'| {r.section} | {r.what} | {r.result} | {r.expected} | {r.status} | {r.seconds:.1f} |')
+    for r in check.rows:
+        print(f'| {r.section} | {r.what} | {r.result} | {r.expected} | {r.status} | {r.seconds:.1f} |')
     failed = [r.section for r in check.rows if r.status == 'FAIL']
     print(f'\n{len(check.rows) - len(failed)} of {len(check.rows)} sections passed or skipped'
           + (f'; FAILED: {", ".join(failed)}' if failed else '') + f'; {time.perf_counter() - check.t0:.0f} s in all.')
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--device', default='auto', help="'auto' (cuda if available), 'cpu', 'cuda' or 'cuda:N'")
-    p.add_argument('--steps', type=int, default=None, help='timed steps per configuration (default: 20 on a GPU, 3 on the CPU)')
+    p.add_argument('--steps', type=int, default=None,
+                   help='timed steps per configuration (default: 20 on a GPU, 3 on the CPU)')
     p.add_argument('--backbone', default=None, help='default: vitb16 on a GPU, tiny on the CPU')
     p.add_argument('--compile-backend', default=None, help="default: inductor on a GPU, aot_eager on the CPU")
-    p.add_argument('--sections', default='all', help="comma-separated: steps, bf16, ddp, syncbn, checkpointing, compile")
+    p.add_argument('--sections', default='all',
+                   help='comma-separated: steps, bf16, ddp, syncbn, checkpointing, compile')
     p.add_argument('--threads', type=int, default=None, help='torch intra-op threads')
     args = p.parse_args(argv)
     if args.device == 'auto': args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -379,10 +396,12 @@ def parse_args(argv=None):
         p.error(f'--device {args.device} asked for, but torch {torch.__version__} sees no CUDA GPU: use --device cpu '
                 '(the tiny CPU form) or run on a machine with a GPU.')
     if args.device.type not in ('cpu', 'cuda'): p.error(f'--device must be cpu or cuda, got {args.device}')
-    if args.device.type == 'cuda' and args.device.index is None: args.device = torch.device('cuda', torch.cuda.current_device())
+    if args.device.type == 'cuda' and args.device.index is None:
+        args.device = torch.device('cuda', torch.cuda.current_device())
     if args.steps is not None and args.steps < 1: p.error(f'--steps must be >= 1, got {args.steps}')
     known = ('steps', 'bf16', 'ddp', 'syncbn', 'checkpointing', 'compile')
-    args.sections = list(known) if args.sections == 'all' else [s.strip() for s in args.sections.split(',') if s.strip()]
+    args.sections = list(known) if args.sections == 'all' else [s.strip() for s in args.sections.split(',')
+                                                                  if s.strip()]
     unknown = [s for s in args.sections if s not in known]
     if unknown: p.error(f'--sections: {unknown} unknown; use some of {", ".join(known)} or all.')
     return args
@@ -395,7 +414,8 @@ def main(argv=None):
     if args.device.type == 'cuda': torch.cuda.set_device(args.device)
     check = Check(args)
     print('# GPU check')
-    print(f'torch {torch.__version__} | device {_device_name(args.device)} | backbone {check.backbone_name} (random init) | '
+    print(f'torch {torch.__version__} | device {_device_name(args.device)} | '
+          f'backbone {check.backbone_name} (random init) | '
           f'bf16 autocast | {check.steps} steps | compile backend {check.compile_backend}')
     if not check.cuda:
         print('No GPU: this is the CPU form, at tiny sizes (the tiny backbone, 64 px, batch 2). It checks that every '

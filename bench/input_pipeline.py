@@ -1,9 +1,9 @@
-"""Can the input pipeline keep a GPU busy? Decode + augment images/s per DataLoader worker for each task at its real size.
+"""Can the input pipeline keep a GPU busy? Decode + augment images/s per DataLoader worker, per task at its real size.
 
 For each task the real training dataset of its run (the task's own `build_data`, with the real profile's sizes) reads
 generated files of real sizes, written in the real formats by `daga.synthetic`:
 
-  classification  ImageNet folders, 432 x 432 JPEGs (the pixel count of a typical 500 x 375 ImageNet photo) -> 224 crops
+  classification  ImageNet folders, 432 x 432 JPEGs (the pixel count of a typical 500 x 375 photo) -> 224 crops
   segmentation    ADE20K, 592 x 592 JPEG + label PNG (the pixel count of a typical 683 x 512 ADE20K image) -> 512 crops
   depth           NYU Depth v2, 480 x 640 JPEG + 16-bit depth PNG (the real frame) -> 416 x 544 crops
   detection       COCO 2017, 640 x 480 / 480 x 640 / 640 x 640 JPEGs -> the 640 canvas
@@ -48,26 +48,30 @@ REAL = {'classification': dict(size=(224, 224), files='432 x 432 JPEG', batch=25
 H100_BF16_DENSE_TFLOPS = 989.0
 
 
+_MODULES = {'classification': classification, 'segmentation': segmentation, 'depth': depth, 'detection': detection}
+
+
 def write_data(task, root: Path, n: int) -> Path:
     "Generated files of real sizes for `task` (written once; the writers are deterministic and keep what exists)."
-    if task == 'classification': return write_imagefolder(root / 'imagenet', n_train_per_class=math.ceil(n / 6), n_val_per_class=1, image_size=432)
+    if task == 'classification':
+        return write_imagefolder(root / 'imagenet', n_train_per_class=math.ceil(n / 6), n_val_per_class=1,
+                                 image_size=432)
     if task == 'segmentation': return write_ade20k(root / 'ade20k', n_train=n, n_val=1, image_size=592)
     if task == 'depth': return write_nyu(root / 'nyu', n_train=n, n_test=1, image_size=(480, 640))
     return write_coco(root / 'coco', n_train=max(2, n), n_val=2, image_size=640, n_objects=(2, 7))
 
 
 def train_dataset(task, folder):
-    "The training dataset a real run of `task` builds (its build_data, the real profile's sizes): epoch-seeded, augmented."
+    "The training dataset a real run of `task` builds (its build_data at the real profile's sizes), augmented."
     if task == 'classification':
         p = classification.ClassificationParams(data_root=str(folder), dataset='imagefolder', image_size=224)
     elif task == 'segmentation': p = segmentation.SegmentationParams(data_root=str(folder), crop_size=512)
     elif task == 'depth': p = depth.DepthParams(data_root=str(folder), crop_size=[416, 544])
     else: p = detection.DetectionParams(data_root=str(folder), image_size=640, min_scale=0.5)
-    module = {'classification': classification, 'segmentation': segmentation, 'depth': depth, 'detection': detection}[task]
-    return module.build_data(p).train
+    return _MODULES[task].build_data(p).train
 
 
-def _pil_rgb(path): return torch.from_numpy(np.array(Image.open(path).convert('RGB'))).permute(2, 0, 1)   # (3, H, W) uint8
+def _pil_rgb(path): return torch.from_numpy(np.array(Image.open(path).convert('RGB'))).permute(2, 0, 1)   # (3, H, W)
 def _tv_rgb(path): return tio.decode_jpeg(tio.read_file(str(path)), mode=tio.ImageReadMode.RGB)
 
 
@@ -106,7 +110,7 @@ def _base(dataset):
 
 
 def step_breakdown(dataset, passes) -> dict:
-    "{step: ms per sample}: the decode (the dataset without its transforms), then each step of its v2.Compose on its own."
+    "{step: ms per sample}: the decode (the dataset without transforms), then each step of its v2.Compose on its own."
     base = _base(dataset)
     joint = hasattr(base, 'transforms')                 # ADE20K, NYU, COCO transform (image, target) together
     name = 'transforms' if joint else 'transform'
@@ -143,15 +147,18 @@ def step_flops_per_image(task, backbone, daga_layers) -> float:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--tasks', default='all', help="comma-separated tasks, or 'all'")
     p.add_argument('--files', type=int, default=24, help='generated training files per task')
     p.add_argument('--passes', type=int, default=3, help='passes over the files (new augmentation each pass)')
-    p.add_argument('--threads', type=int, default=1, help='torch threads of the measuring process (a DataLoader worker has 1)')
+    p.add_argument('--threads', type=int, default=1,
+                   help='torch threads of the measuring process (a DataLoader worker has 1)')
     p.add_argument('--tflops', type=float, default=0.4 * H100_BF16_DENSE_TFLOPS,
-                   help='GPU throughput the model is assumed to reach, TFLOP/s (default: 40%% of an H100 SXM, dense bf16)')
+                   help='GPU throughput the model is assumed to reach, TFLOP/s (default: 40%% of an H100 SXM, bf16)')
     p.add_argument('--backbone', default='vitb16')
-    p.add_argument('--data-dir', default='outputs/bench/input_pipeline', help='where the generated files go (kept for reruns)')
+    p.add_argument('--data-dir', default='outputs/bench/input_pipeline',
+                   help='where the generated files go (kept for reruns)')
     args = p.parse_args(argv)
     args.tasks = list(REAL) if args.tasks == 'all' else [t.strip() for t in args.tasks.split(',') if t.strip()]
     unknown = [t for t in args.tasks if t not in REAL]
@@ -168,7 +175,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     backbone = load_backbone(args.backbone).to('meta')
     print('# Input pipeline: decode + augment per DataLoader worker, against what one GPU consumes')
-    print(f'torch {torch.__version__} | {os.cpu_count()} logical cores | measuring with {torch.get_num_threads()} thread(s) | '
+    print(f'torch {torch.__version__} | {os.cpu_count()} logical cores | '
+          f'measuring with {torch.get_num_threads()} thread(s) | '
           f'model: {args.backbone} at {args.tflops:.0f} TFLOP/s | {args.files} files per task, {args.passes} passes')
     if hasattr(os, 'getloadavg'): print(f'load average at start: {os.getloadavg()[0]:.2f}')
     rows = []
@@ -180,21 +188,27 @@ def main(argv=None) -> int:
         steps = step_breakdown(dataset, args.passes)
         print(f'  {task}, ms per sample: ' + ', '.join(f'{k} {v:.1f}' for k, v in steps.items()), flush=True)
         per_worker = 1 / statistics.median(times)
-        flops = {name: step_flops_per_image(task, backbone, layers) for name, layers in (('frozen', []), ('daga', [11]))}
+        flops = {name: step_flops_per_image(task, backbone, layers)
+                 for name, layers in (('frozen', []), ('daga', [backbone.depth - 1]))}
         gpu = args.tflops * 1e12 / flops['daga']
         rows.append((task, REAL[task]['files'], len(dataset), pil_ms, tv_ms, diff, 1e3 * statistics.median(times),
-                     1e3 * min(times), per_worker, flops['frozen'] / 1e9, flops['daga'] / 1e9, gpu, math.ceil(gpu / per_worker)))
+                     1e3 * min(times), per_worker, flops['frozen'] / 1e9, flops['daga'] / 1e9, gpu,
+                     math.ceil(gpu / per_worker), math.ceil(gpu * min(times))))
+        rows[-1] += (' / '.join(f'{k} {v:.1f}' for k, v in steps.items()),)
         print(f'  {task}: {per_worker:.1f} images/s per worker, the GPU {gpu:.0f} images/s', file=sys.stderr)
-    print('\n| task | files | samples | decode ms PIL | decode ms torchvision.io | max pixel diff | sample ms (median) '
-          '| sample ms (min) | images/s per worker | GFLOP/image frozen | GFLOP/image DAGA [11] | GPU images/s (DAGA [11]) '
-          '| workers per GPU |')
-    print('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
+    print('\n| task | files | samples | decode ms PIL | decode ms torchvision.io | max pixel diff '
+          '| sample ms (median / min) | images/s per worker (median) | GFLOP/image frozen | GFLOP/image DAGA [11] '
+          '| GPU images/s (DAGA [11]) | workers per GPU (median / min) |')
+    print('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
     for r in rows:
-        print(f'| {r[0]} | {r[1]} | {r[2]} | {r[3]:.2f} | {r[4]:.2f} | {r[5]} | {r[6]:.1f} | {r[7]:.1f} | {r[8]:.1f} '
-              f'| {r[9]:.1f} | {r[10]:.1f} | {r[11]:,.0f} | {r[12]} |')
+        print(f'| {r[0]} | {r[1]} | {r[2]} | {r[3]:.2f} | {r[4]:.2f} | {r[5]} | {r[6]:.1f} / {r[7]:.1f} | {r[8]:.1f} '
+              f'| {r[9]:.1f} | {r[10]:.1f} | {r[11]:,.0f} | {r[12]} / {r[13]} |')
+    print('\nms per sample, step by step (each step of the dataset\'s v2.Compose timed on its own, after the decode):')
+    for r in rows: print(f'- {r[0]}: {r[14]}')
     print('\nsample = one training sample of the task\'s own dataset (decode, augment, normalise), in this process; '
-          'workers per GPU = GPU images/s / images/s per worker (median). GFLOP/image: one training step '
-          '(forward, backward into the head and DAGA) per image, exact.')
+          'workers per GPU = GPU images/s / images/s per worker, from the median sample and from the fastest (which '
+          'other processes cannot slow). GFLOP/image: one training step (forward, backward into the head and DAGA) '
+          'per image, exact.')
     if hasattr(os, 'getloadavg'): print(f'load average at end: {os.getloadavg()[0]:.2f}')
     return 0
 

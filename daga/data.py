@@ -390,7 +390,7 @@ class EpochSeeded(Dataset):
 import math
 import warnings
 
-PREFETCH_FACTOR = 2        # batches in flight per worker: torch's default; the loader, not the queue, is the bottleneck
+PREFETCH_FACTOR = 2        # batches in flight per worker: torch's default (the loader, not its queue, is the limit)
 
 class SharedMemoryWarning(UserWarning):
     "The DataLoader's batches in flight would not fit in /dev/shm: fewer of them, and the fix."
@@ -419,7 +419,7 @@ def _nbytes(sample) -> int:
     return 0
 
 def fit_shared_memory(dataset, batch_size, num_workers, prefetch_factor=PREFETCH_FACTOR, processes=1):
-    "(num_workers, prefetch_factor) whose batches in flight fit half of /dev/shm's free space over `processes`; warns when lowered."
+    "(num_workers, prefetch_factor) whose batches in flight fit in /dev/shm (half its free space); warns when lowered."
     free = shared_memory_bytes()
     if num_workers == 0 or free is None or len(dataset) == 0: return num_workers, prefetch_factor
     with torch.random.fork_rng(devices=[]): batch = _nbytes(dataset[0]) * batch_size   # one sample, measured
@@ -433,9 +433,10 @@ def fit_shared_memory(dataset, batch_size, num_workers, prefetch_factor=PREFETCH
     warnings.warn(f'/dev/shm has {free / 2**20:,.0f} MiB free; {num_workers} DataLoader workers x {prefetch_factor} '
                   f'batches of {batch / 2**20:,.1f} MiB in flight (x {processes} process(es), half the space left for '
                   f'NCCL) would fill it and the workers would die of a bus error. Running {workers} workers x '
-                  f'{prefetch} batches instead{" (in the training process)" if workers == 0 else ""}, which is slower. '
-                  f'Fix: give the machine more shared memory: docker run --shm-size={size}g (Kubernetes: an emptyDir with '
-                  f'medium: Memory at /dev/shm), or mount -o remount,size={size}G /dev/shm.', SharedMemoryWarning, stacklevel=3)
+                  f'{prefetch} batches instead{" (in the training process)" if workers == 0 else ""}, slower. '
+                  f'Fix: give the machine more shared memory: docker run --shm-size={size}g (Kubernetes: an emptyDir '
+                  f'with medium: Memory at /dev/shm), or mount -o remount,size={size}G /dev/shm.',
+                  SharedMemoryWarning, stacklevel=3)
     return workers, prefetch
 
 # %% ../nbs/03_data.ipynb #ef8d203f
@@ -469,8 +470,10 @@ def make_loader(dataset, batch_size, train, seed=0, num_workers=0, drop_last=Non
     if isinstance(dataset, EpochSeeded): sampler = _EpochIndices(sampler)
     if num_workers == 'auto': num_workers = auto_workers(local_processes(world_size))
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"num_workers={num_workers!r}: use 0 (load in this process), a number of worker processes, or 'auto'.")
-    num_workers, prefetch_factor = fit_shared_memory(dataset, batch_size, num_workers, prefetch_factor, local_processes(world_size))
+        raise ValueError(f"num_workers={num_workers!r}: use 0 (load in this process), a number of worker processes, "
+                         "or 'auto'.")
+    num_workers, prefetch_factor = fit_shared_memory(dataset, batch_size, num_workers, prefetch_factor,
+                                                     local_processes(world_size))
     workers = dict(persistent_workers=True, prefetch_factor=prefetch_factor) if num_workers else {}
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=drop_last,
                       pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(seed), **workers)

@@ -87,13 +87,14 @@ class BlockRunner:
         call = _call_block if _has_hooks(block) else self._call   # torch.compile does not guard on hooks
         return call(block, x, self.grad_checkpointing and torch.is_grad_enabled(), kwargs)
 
-    def __repr__(self): return f'BlockRunner(grad_checkpointing={self.grad_checkpointing}, compile={self.backend or False})'
+    def __repr__(self):
+        return f'BlockRunner(grad_checkpointing={self.grad_checkpointing}, compile={self.backend or False})'
 
 # %% ../nbs/02_model.ipynb #32bc91ea
 class AdaptedViT(nn.Module):
     "A frozen DINOv3 backbone with DAGA modules after `daga_layers`, guided by block `guidance_layer`'s CLS attention."
-    def __init__(self, backbone: DINOv3Backbone, daga_layers=(11,), guidance_layer=None, cfg: DAGAConfig = None, method=None,
-                 grad_checkpointing: bool = False, compile=False):
+    def __init__(self, backbone: DINOv3Backbone, daga_layers=(11,), guidance_layer=None, cfg: DAGAConfig = None,
+                 method=None, grad_checkpointing: bool = False, compile=False):
         super().__init__()
         self.backbone, self.cfg, self.method = backbone, cfg or DAGAConfig(), method
         if method is not None and parse_layers(daga_layers, backbone.depth):
