@@ -235,12 +235,12 @@ def _files_read(dataset) -> tuple:
 def data_identity(dataset) -> dict:
     "{'root': the absolute folder, 'files': count, 'content': 16 hex of each file's path under root, size and mtime}."
     root, files = _files_read(dataset)
-    root = Path(root).expanduser().resolve()
+    root = os.path.abspath(Path(root).expanduser())
     digest = hashlib.sha256()
     for f in files:
-        stat = Path(f).stat()
-        digest.update(f'{Path(f).resolve().relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n'.encode())
-    return dict(root=str(root), files=len(files), content=digest.hexdigest()[:16])
+        stat = os.stat(f)                                           # of what a symlink points to: its content changes
+        digest.update(f'{os.path.relpath(os.path.abspath(f), root)}|{stat.st_size}|{stat.st_mtime_ns}\n'.encode())
+    return dict(root=str(Path(root).resolve()), files=len(files), content=digest.hexdigest()[:16])
 
 # %% ../../nbs/20_features.ipynb #e2000012
 def _describe(p: FeatureParams, which: str, vit, blocks, splits) -> dict:

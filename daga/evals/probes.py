@@ -96,7 +96,8 @@ def feature_notes(results: dict) -> list:
                          f"per-class draw), refit on all {log['trained_on']}; {_SOLVERS[log['solver']]} L-BFGS "
                          f"(max_iter {log['max_iter']}) on float64 features, "
                          f"{'standardised' if log['standardized'] else 'not standardised'}.")
-            capped = [c for c, i in log.get('iterations', {}).items() if i is not None and i >= log['max_iter']]
+            capped = [c for c, i in log['iterations'].items() if i is not None and i >= log['max_iter']]
+            if (log['final_iterations'] or 0) >= log['max_iter']: capped.append(f"{log['chosen']['C']:.3g} (refit)")
             if capped:
                 notes.append(f"Logistic regression: L-BFGS stopped at max_iter={log['max_iter']} for C in {capped}.")
         if r.get('protocol'): notes.append(_protocol_note(r['protocol']))
