@@ -128,10 +128,11 @@ class _AttentionFigure:
         self.map = self.ax_map.imshow(np.zeros((1, 1)), interpolation='nearest')
         self.colorbar = self.fig.colorbar(self.map, ax=self.ax_map)
         for ax in (self.ax_image, self.ax_map): ax.set_axis_off()
+        self._frame = None
 
     def draw(self, rgb, amap, clim, cmap, alpha, title, label='') -> bytes:
         "Show rgb (H, W, 3) with amap (h, w) over it and beside it, the colour bar labelled `label`; returns the PNG."
-        self.colorbar.set_label(label, fontsize=9)
+        if self.colorbar.ax.get_ylabel() != label: self.colorbar.set_label(label, fontsize=9)
         H, W = rgb.shape[:2]
         self.image.set_data(rgb)
         _set_extent(self.image, self.ax_image, H, W)
@@ -141,6 +142,9 @@ class _AttentionFigure:
         _set_extent(self.map, self.ax_map, *amap.shape)
         self.overlay.set_alpha(alpha)
         self.fig.suptitle(title, fontsize=10)
+        frame = (rgb.shape, amap.shape)                   # what moves the panels: lay them out again only when it changes
+        self.fig.set_layout_engine('constrained' if frame != self._frame else 'none')
+        self._frame = frame
         return _png(self.fig)
 
 # %% ../nbs/30_explorer.ipynb #f65d8f89
@@ -294,17 +298,19 @@ class AttentionExplorer:
         self.next_button.on_click(lambda _: self._step(1))
         self.index.observe(lambda _: self._show_image(), 'value')
         self.view.observe(self._view_changed, 'value')
-        for control in (self.block, self.head, self.alpha, self.cmap, self.shared):
-            control.observe(lambda _: self._draw_attention(), 'value')
+        for control in (self.block, self.head, self.alpha, self.cmap, self.shared): control.observe(self._redraw, 'value')
         self._show_image()
+
+    def _redraw(self, _=None): self._draw_attention()
 
     def _view_changed(self, change):
         "The guidance view puts the guidance block on the (disabled) block control; leaving it gives the chosen block back."
-        if change['new'] == 'guidance':
-            self._block_chosen = self.block.value
-            with self.block.hold_trait_notifications(): self.block.value = self.vit.guidance_layer
-        elif change['old'] == 'guidance' and self._block_chosen is not None:
-            self.block.value, self._block_chosen = self._block_chosen, None
+        self.block.unobserve(self._redraw, 'value')          # one redraw below, not one per control that moves
+        try:
+            if change['new'] == 'guidance': self._block_chosen, self.block.value = self.block.value, self.vit.guidance_layer
+            elif change['old'] == 'guidance' and self._block_chosen is not None:
+                self.block.value, self._block_chosen = self._block_chosen, None
+        finally: self.block.observe(self._redraw, 'value')
         self._draw_attention()
 
     def _step(self, delta):

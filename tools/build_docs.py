@@ -75,6 +75,7 @@ def _execute(job) -> tuple:
         return bool(flags & directives.keys())
     t0 = time.time()
     shell = CaptureShell(nbs / src.name)
+    shell.run_cell('%matplotlib inline')                    # figures as PNG outputs, whatever MPLBACKEND says
     shell.run_cell('from nbdev.showdoc import show_doc')
     log = open(Path(log_dir) / f'{src.stem}.log', 'w')
     ok = True
@@ -108,12 +109,13 @@ def execute(names, cache: Path, n_workers: int, fast: bool, run_code: bool) -> d
             status[name] = json.loads(dst.read_text())['metadata']['daga_docs']['ok']
         else:
             jobs.append((src, dst, nbs, scratch / 'logs', cfg.tst_flags.split(), [] if fast else ['slow'], key))
-    env = dict(TMPDIR=str(scratch / 'tmp'), OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', MPLBACKEND='Agg', TQDM_DISABLE='1',
+    env = dict(TMPDIR=str(scratch / 'tmp'), OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', TQDM_DISABLE='1',
                DAGA_TEST_SKIPS=str(scratch / 'tmp'))
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env); tempfile.tempdir = None
     try:
-        for name, ok, seconds in parallel(_execute, jobs, n_workers=min(n_workers, len(jobs)) if jobs else 0, pause=0.01):
+        import build_docs   # by its module name: a notebook's shell replaces a worker's __main__, where this script lives
+        for name, ok, seconds in parallel(build_docs._execute, jobs, n_workers=min(n_workers, len(jobs)) if jobs else 0, pause=0.01):
             status[name] = ok
             print(f'  executed {name} in {seconds:.0f} s' + ('' if ok else f' (FAILED: its outputs stop at the error; log: '
                                                                             f'{scratch / "logs" / Path(name).stem}.log)'))
@@ -233,14 +235,14 @@ def broken_links(site: Path, elsewhere=()) -> list:
     return sorted(broken)
 
 
-def build(names=None, out=None, n_workers=2, fast=False, run_code=True) -> Path:
-    "Execute, process, render and check; returns the site folder."
+def build(names=None, out=None, n_workers=2, fast=False, run_code=True, work=None) -> Path:
+    "Execute, process, render and check; returns the site folder. `work`: the build folder (default _proc/docs)."
     cfg = get_config()
     known = [name for _, name in site_notebooks()]
     names = known if names is None else names
     unknown = [n for n in names if n not in known]
     if unknown: sys.exit(f'{unknown} are not in the sidebar of {SITE_CONFIG.relative_to(ROOT)}: add them there first.')
-    work = ROOT / '_proc' / 'docs'
+    work = Path(work or ROOT / '_proc' / 'docs').resolve()
     site = Path(out or ROOT / cfg.doc_path).resolve()
     t0 = time.time()
     status = execute(names, work / 'executed', n_workers, fast, run_code)
@@ -251,7 +253,7 @@ def build(names=None, out=None, n_workers=2, fast=False, run_code=True) -> Path:
     config = mkdocs_config(pages, site, names)
     t1 = time.time()
     r = subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--clean', '--quiet', '-f', str(config)],
-                       capture_output=True, text=True, cwd=work)       # mkdocs-jupyter caches in ./.cache: keep it in _proc
+                       capture_output=True, text=True, cwd=work, env={**os.environ, 'NO_MKDOCS_2_WARNING': '1'})       # mkdocs-jupyter caches in ./.cache: keep it in _proc
     if r.returncode: sys.exit(f'mkdocs failed:\n{r.stdout}{r.stderr}')
     broken = broken_links(site, {page_name(n) for n in known if n not in names})
     print(f'{len(names)} pages in {site} (executed in {t1 - t0:.0f} s, rendered in {time.time() - t1:.0f} s)')
@@ -268,9 +270,10 @@ def main(argv=None):
     ap.add_argument('--n_workers', type=int, default=2)
     ap.add_argument('--fast', action='store_true', help='skip the cells flagged slow')
     ap.add_argument('--no-exec', dest='run_code', action='store_false', help='render the sources without running them')
+    ap.add_argument('--work', default=None, help='build folder: executed notebooks (the cache), pages (default _proc/docs)')
     args = ap.parse_args(argv)
     names = None if args.path is None else [Path(n).name for n in args.path.split(',') if n]
-    build(names, args.out, args.n_workers, args.fast, args.run_code)
+    build(names, args.out, args.n_workers, args.fast, args.run_code, args.work)
 
 
 if __name__ == '__main__': main()

@@ -60,8 +60,9 @@ def run(path=None, flags='', n_workers=2, scratch=None):
     os.environ.update(DAGA_TEST_SKIPS=str(skips), TMPDIR=str(scratch / 'tmp'))   # the workers and their children inherit them
     tempfile.tempdir = None                                                        # re-read TMPDIR here and in the workers
     linked = [nbs / f.name for f in files]
+    import run_tests        # by its module name: a notebook's shell replaces a worker's __main__, where this script lives
     with working_directory(nbs):
-        results = parallel(_test_logged, linked, log_dir=logs, skip_flags=cfg.tst_flags.split(), force_flags=flags.split(),
+        results = parallel(run_tests._test_logged, linked, log_dir=logs, skip_flags=cfg.tst_flags.split(), force_flags=flags.split(),
                            n_workers=min(n_workers, len(files)), basepath=cfg.config_path, pause=0.01)
     outcome = {}
     for f, (passed, seconds) in zip(files, results):
