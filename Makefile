@@ -37,7 +37,8 @@ demo: install
 	@echo "Demo finished. The executed notebook: outputs/demo_segmentation.ipynb"
 	@echo "The run folder (comparison.md, curves.png, per_class_iou.png, predictions.png; baseline/ and daga/ with"
 	@echo "config.json, metrics.jsonl, last.pt, summary.json and the per-class reports of the test split):"
-	@ls -d outputs/segmentation/*/
+	@ls -td outputs/segmentation/*/ | head -1
+	@echo; cat "$$(ls -td outputs/segmentation/*/ | head -1)comparison.md"
 
 ## The documentation site in _docs/: every notebook run and rendered (mkdocs-material), its sidebar from nbs/_quarto.yml.
 ## Open _docs/index.html, or serve it: $(BIN)/python -m http.server -d _docs 8000. `make docs DOCS_ARGS=--fast` skips slow cells.
