@@ -23,9 +23,9 @@ setuptools.setup(
         'Topic :: Scientific/Engineering :: Artificial Intelligence',
     ],
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=['daga', 'daga.*']),
+    packages=setuptools.find_packages(include=['daga', 'daga.*']) + ['daga.weights'],
     include_package_data=True,
-    package_data={'daga': ['weights/*.pth']},   # the tiny backbone's pretrained weights
+    package_data={'daga.weights': ['*.pth']},   # the tiny backbone's pretrained weights (a data folder, no module)
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     python_requires='>=' + cfg['min_python'],
