@@ -40,8 +40,9 @@ demo: install
 	@ls -td outputs/segmentation/*/ | head -1
 	@echo; cat "$$(ls -td outputs/segmentation/*/ | head -1)comparison.md"
 
-## The documentation site in _docs/: every notebook run and rendered (mkdocs-material), its sidebar from nbs/_quarto.yml.
-## Open _docs/index.html, or serve it: $(BIN)/python -m http.server -d _docs 8000. `make docs DOCS_ARGS=--fast` skips slow cells.
+## The documentation site in _docs/: every notebook run and rendered (mkdocs-material), the sidebar of nbs/_quarto.yml.
+## Open _docs/index.html, or serve it: $(BIN)/python -m http.server -d _docs 8000.
+## `make docs DOCS_ARGS=--fast` skips slow cells; DOCS_ARGS=--path=index.ipynb,21_knn.ipynb renders a few pages.
 docs: install
 	$(TEST_ENV) PATH=$(abspath $(BIN)):$$PATH $(BIN)/python tools/build_docs.py $(DOCS_ARGS)
 
@@ -49,8 +50,8 @@ docs: install
 clean:
 	rm -rf outputs nbs/outputs data nbs/data _docs _proc .cache out.ipynb nbs/out.ipynb nbs/nbdev.yml
 	rm -rf "$${DAGA_DATA_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/daga/synthetic}"
-	find . -path ./.venv -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints -o -name '*.egg-info' \) -type d -print0 \
-		| xargs -0 rm -rf
+	find . -path ./.venv -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints -o -name '*.egg-info' \) \
+		-type d -print0 | xargs -0 rm -rf
 
 ## README.md is generated from nbs/index.ipynb.
 readme:

@@ -91,7 +91,7 @@ def _execute(job) -> tuple:
 
 
 def execute(names, cache: Path, n_workers: int, fast: bool, run_code: bool) -> dict:
-    "Executed copies of the notebooks in `cache`; {name: ok}. Notebooks whose source and library are unchanged are reused."
+    "Executed copies of the notebooks in `cache`; {name: ok}. Unchanged notebooks are reused."
     cfg = get_config()
     cache.mkdir(parents=True, exist_ok=True)
     library, jobs, status = _library_hash(), [], {}
@@ -100,7 +100,8 @@ def execute(names, cache: Path, n_workers: int, fast: bool, run_code: bool) -> d
     (scratch / 'logs').mkdir(); (scratch / 'tmp').mkdir()
     for name in names:
         src, dst = ROOT / 'nbs' / name, cache / name
-        key = hashlib.sha256(src.read_bytes() + library.encode() + Path(__file__).read_bytes() + str((fast, run_code)).encode()).hexdigest()
+        key = hashlib.sha256(src.read_bytes() + library.encode() + Path(__file__).read_bytes()
+                             + str((fast, run_code)).encode()).hexdigest()
         if not run_code:
             nb = read_nb(src); nb.metadata['daga_docs'] = {'key': key, 'ok': True}
             NBProcessor(nb=nb, procs=[add_show_docs], rm_directives=False).process()
@@ -114,11 +115,12 @@ def execute(names, cache: Path, n_workers: int, fast: bool, run_code: bool) -> d
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env); tempfile.tempdir = None
     try:
-        import build_docs   # by its module name: a notebook's shell replaces a worker's __main__, where this script lives
-        for name, ok, seconds in parallel(build_docs._execute, jobs, n_workers=min(n_workers, len(jobs)) if jobs else 0, pause=0.01):
+        import build_docs   # by module name: a notebook's shell replaces a worker's __main__, where this script lives
+        workers = min(n_workers, len(jobs)) if jobs else 0
+        for name, ok, seconds in parallel(build_docs._execute, jobs, n_workers=workers, pause=0.01):
             status[name] = ok
-            print(f'  executed {name} in {seconds:.0f} s' + ('' if ok else f' (FAILED: its outputs stop at the error; log: '
-                                                                            f'{scratch / "logs" / Path(name).stem}.log)'))
+            log = scratch / 'logs' / f'{Path(name).stem}.log'
+            print(f'  executed {name} in {seconds:.0f} s' + ('' if ok else f' (FAILED: the page stops there; {log})'))
     finally:
         for k, v in old.items():
             if v is None: os.environ.pop(k, None)
@@ -129,12 +131,12 @@ def execute(names, cache: Path, n_workers: int, fast: bool, run_code: bool) -> d
 
 
 class _DocProcs(FilterDefaults):
-    "nbdev's documentation processors, without the two that run code: the show_doc cells were executed with the notebook."
+    "nbdev's documentation processors but the two that run code: the show_doc cells ran with the notebook."
     def base_procs(self): return [p for p in super().base_procs() if p not in (add_show_docs, exec_show_docs)]
 
 
 _DIRECTIVE = re.compile(r'^\s*#\|.*$\n?', re.MULTILINE)
-_QUARTO_ATTRS = re.compile(r'\)\{[^}\n]*\}')                 # [source](url){target="_blank" ...}: quarto's link attributes
+_QUARTO_ATTRS = re.compile(r'\)\{[^}\n]*\}')                 # [source](url){target="_blank" ...}: quarto's attributes
 _API_HEADING = re.compile(r'^(#+) (\S+)$', re.MULTILINE)
 
 
@@ -194,10 +196,12 @@ def mkdocs_config(pages: Path, site: Path, names) -> Path:
             if section not in sections: sections[section] = []; nav.append({section: sections[section]})
             sections[section].append(entry)
     cfg = {'site_name': site_cfg.get('title', 'daga'), 'site_description': site_cfg.get('description', ''),
-           'repo_url': site_cfg.get('repo-url'), 'docs_dir': str(pages), 'site_dir': str(site), 'use_directory_urls': False,
+           'repo_url': site_cfg.get('repo-url'), 'docs_dir': str(pages), 'site_dir': str(site),
+           'use_directory_urls': False,
            'theme': {'name': 'material', 'features': ['navigation.sections', 'navigation.top', 'search.highlight']},
-           'plugins': ['search', {'mkdocs-jupyter': {'include_source': True, 'execute': False, 'ignore_h1_titles': False,
-                                                     'remove_tag_config': {'remove_input_tags': ['remove_input']}}}],
+           'plugins': ['search', {'mkdocs-jupyter': {
+               'include_source': True, 'execute': False, 'ignore_h1_titles': False,
+               'remove_tag_config': {'remove_input_tags': ['remove_input']}}}],
            'nav': nav}
     path = pages.parent / 'mkdocs.yml'
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -216,7 +220,7 @@ class _Links(HTMLParser):
 
 
 def broken_links(site: Path, elsewhere=()) -> list:
-    "'page: link' for every internal link or image that leads nowhere; links to the pages `elsewhere` (not built) are not."
+    "'page: link' for each internal link or image that leads nowhere; links to pages `elsewhere` (not built) are fine."
     pages = {}
     for f in site.rglob('*.html'):
         if f.name == '404.html': continue                              # served at any address: its links are absolute
@@ -253,7 +257,8 @@ def build(names=None, out=None, n_workers=2, fast=False, run_code=True, work=Non
     config = mkdocs_config(pages, site, names)
     t1 = time.time()
     r = subprocess.run([sys.executable, '-m', 'mkdocs', 'build', '--clean', '--quiet', '-f', str(config)],
-                       capture_output=True, text=True, cwd=work, env={**os.environ, 'NO_MKDOCS_2_WARNING': '1'})       # mkdocs-jupyter caches in ./.cache: keep it in _proc
+                       capture_output=True, text=True, cwd=work,        # mkdocs-jupyter caches in ./.cache: in `work`
+                       env={**os.environ, 'NO_MKDOCS_2_WARNING': '1'})
     if r.returncode: sys.exit(f'mkdocs failed:\n{r.stdout}{r.stderr}')
     broken = broken_links(site, {page_name(n) for n in known if n not in names})
     print(f'{len(names)} pages in {site} (executed in {t1 - t0:.0f} s, rendered in {time.time() - t1:.0f} s)')
@@ -270,7 +275,7 @@ def main(argv=None):
     ap.add_argument('--n_workers', type=int, default=2)
     ap.add_argument('--fast', action='store_true', help='skip the cells flagged slow')
     ap.add_argument('--no-exec', dest='run_code', action='store_false', help='render the sources without running them')
-    ap.add_argument('--work', default=None, help='build folder: executed notebooks (the cache), pages (default _proc/docs)')
+    ap.add_argument('--work', default=None, help='build folder (executed notebooks, pages); default _proc/docs')
     args = ap.parse_args(argv)
     names = None if args.path is None else [Path(n).name for n in args.path.split(',') if n]
     build(names, args.out, args.n_workers, args.fast, args.run_code, args.work)

@@ -18,7 +18,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--out', default=None, help='folder for the new file (default: a temporary folder)')
     ap.add_argument('--check', action='store_true', help='exit 1 unless the result equals the shipped file')
-    ap.add_argument('--install', action='store_true', help='put the result into daga/weights/ in place of the shipped file')
+    ap.add_argument('--install', action='store_true', help='put the result in daga/weights/ for the shipped file')
     args = ap.parse_args(argv)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix='daga-pretrain-'))
     print(f'recipe: {TINY_RECIPE}', flush=True)

@@ -25,7 +25,7 @@ from nbdev.test import _keep_file, test_nb
 
 
 def scratch_layout(root: Path, scratch: Path) -> Path:
-    "A folder that looks like the repository (top-level entries linked) with its own nbs/ of linked notebooks; returns nbs/."
+    "A folder like the repository (top-level entries linked) with its own nbs/ of linked notebooks; returns nbs/."
     nbs = scratch / 'nbs'
     nbs.mkdir(parents=True)
     for entry in root.iterdir():
@@ -57,13 +57,14 @@ def run(path=None, flags='', n_workers=2, scratch=None):
     scratch = Path(scratch or tempfile.mkdtemp(prefix='daga-test-'))
     nbs, skips, logs = scratch_layout(cfg.config_path, scratch / 'repo'), scratch / 'skips', scratch / 'logs'
     skips.mkdir(); logs.mkdir(); (scratch / 'tmp').mkdir()
-    os.environ.update(DAGA_TEST_SKIPS=str(skips), TMPDIR=str(scratch / 'tmp'))   # the workers and their children inherit them
-    tempfile.tempdir = None                                                        # re-read TMPDIR here and in the workers
+    os.environ.update(DAGA_TEST_SKIPS=str(skips), TMPDIR=str(scratch / 'tmp'))   # workers and children inherit
+    tempfile.tempdir = None                                                        # re-read TMPDIR here and in workers
     linked = [nbs / f.name for f in files]
-    import run_tests        # by its module name: a notebook's shell replaces a worker's __main__, where this script lives
+    import run_tests        # by module name: a notebook's shell replaces a worker's __main__, where this script lives
     with working_directory(nbs):
-        results = parallel(run_tests._test_logged, linked, log_dir=logs, skip_flags=cfg.tst_flags.split(), force_flags=flags.split(),
-                           n_workers=min(n_workers, len(files)), basepath=cfg.config_path, pause=0.01)
+        results = parallel(run_tests._test_logged, linked, log_dir=logs, skip_flags=cfg.tst_flags.split(),
+                           force_flags=flags.split(), n_workers=min(n_workers, len(files)), basepath=cfg.config_path,
+                           pause=0.01)
     outcome = {}
     for f, (passed, seconds) in zip(files, results):
         skip = skips / f.name
