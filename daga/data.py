@@ -328,7 +328,7 @@ def short_side_size(height: int, width: int, short: int) -> tuple:
     return short, int(short * width / height + 0.5)
 
 class ShortSideResize(v2.Transform):
-    "The shorter side to `size`, the longer rounded (DINOv3's evaluation resize): images by PIL's bilinear filter, masks nearest."
+    "Shorter side to `size`, longer side rounded (DINOv3's eval resize): images by PIL's bilinear, masks nearest."
     def __init__(self, size: int):
         super().__init__()
         self.size = size
@@ -337,17 +337,18 @@ class ShortSideResize(v2.Transform):
 
     def transform(self, inpt, params):
         h, w = params['size']
-        if isinstance(inpt, tv_tensors.Mask): return TF.resize(inpt, [h, w], interpolation=v2.InterpolationMode.NEAREST)
+        nearest = v2.InterpolationMode.NEAREST
+        if isinstance(inpt, tv_tensors.Mask): return TF.resize(inpt, [h, w], interpolation=nearest)
         if isinstance(inpt, Image.Image): return inpt.resize((w, h), Image.Resampling.BILINEAR)
-        if isinstance(inpt, torch.Tensor) and inpt.dtype == torch.uint8 and inpt.ndim == 3:      # (3, H, W) uint8
-            resized = Image.fromarray(inpt.permute(1, 2, 0).numpy()).resize((w, h), Image.Resampling.BILINEAR)
-            return tv_tensors.wrap(torch.from_numpy(np.array(resized)).permute(2, 0, 1).contiguous(), like=inpt) \
-                if isinstance(inpt, tv_tensors.Image) else torch.from_numpy(np.array(resized)).permute(2, 0, 1).contiguous()
-        if isinstance(inpt, torch.Tensor): raise TypeError(f'ShortSideResize resizes uint8 (3, H, W) images; got {inpt.dtype} {tuple(inpt.shape)}.')
-        return inpt
+        if not isinstance(inpt, torch.Tensor): return inpt
+        if inpt.dtype != torch.uint8 or inpt.ndim != 3:
+            raise TypeError(f'ShortSideResize resizes uint8 (3, H, W) images; got {inpt.dtype} {tuple(inpt.shape)}.')
+        resized = Image.fromarray(inpt.permute(1, 2, 0).numpy()).resize((w, h), Image.Resampling.BILINEAR)
+        pixels = torch.from_numpy(np.array(resized)).permute(2, 0, 1).contiguous()         # (3, h, w) uint8
+        return tv_tensors.wrap(pixels, like=inpt) if isinstance(inpt, tv_tensors.Image) else pixels
 
 class CropWithLabel(v2.Transform):
-    "A random crop of at most `size` x `size`, redrawn (up to 10 times) while one class covers >= cat_max_ratio of it, as DINOv3's."
+    "A random crop of at most `size` square, redrawn (10 times at most) while a class covers >= cat_max_ratio."
     def __init__(self, size: int, cat_max_ratio: float = 0.75, ignore_index: int = 255):
         super().__init__()
         self.size, self.cat_max_ratio, self.ignore_index = size, cat_max_ratio, ignore_index
@@ -385,8 +386,9 @@ class PadTo(v2.Transform):
 def segmentation_transforms(crop_size, train):
     "Joint (image, mask) transform -> (normalised float32 (3, H, W), int64 mask (H, W), 255 = ignore)."
     if train:
-        steps = [v2.ToImage(), v2.RandomResize(crop_size // 2, 2 * crop_size + 1, antialias=True), CropWithLabel(crop_size),
-                 v2.RandomHorizontalFlip(), v2.ColorJitter(brightness=0.25, contrast=0.5, saturation=0.5, hue=0.05)]
+        steps = [v2.ToImage(), v2.RandomResize(crop_size // 2, 2 * crop_size + 1, antialias=True),
+                 CropWithLabel(crop_size), v2.RandomHorizontalFlip(),
+                 v2.ColorJitter(brightness=0.25, contrast=0.5, saturation=0.5, hue=0.05)]
         return v2.Compose(steps + _normalize() + [PadTo(crop_size)])
     return v2.Compose([ShortSideResize(crop_size), v2.ToImage()] + _normalize())
 

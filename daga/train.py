@@ -53,7 +53,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0       # linear warm-up length in epochs (fractions allowed) ...
     warmup_steps: int | None = None  # ... or in optimizer steps (then warmup_epochs must stay 0)
     min_lr_ratio: float = 0.0        # the cosine ends at min_lr_ratio * lr
-    schedule: str = 'cosine'         # 'cosine': warm-up, then cosine | 'onecycle': DINOv3's WarmupOneCycleLR (dense heads)
+    schedule: str = 'cosine'         # 'cosine': warm-up, then cosine | 'onecycle': DINOv3's WarmupOneCycleLR
     div_factor: float = 25.0         # onecycle: the lr ends at lr / (div_factor * final_div_factor) ...
     final_div_factor: float | None = 1e3   # ... and warms up from lr / final_div_factor; None: infinite (ends at 0)
     warmup_ratio: float = 0.0        # onecycle: > 0 warms up linearly from lr * warmup_ratio instead (ADE20K: 1e-6)
@@ -110,11 +110,14 @@ class TrainConfig:
 
     def _check_schedule(self):
         "The schedule's own settings: one-cycle ones only with schedule='onecycle', beta1_cycle only with AdamW."
-        _require(self.schedule in ('cosine', 'onecycle'), f"schedule must be 'cosine' or 'onecycle'; got {self.schedule!r}.")
-        _require(_is_num(self.div_factor) and self.div_factor > 0, f'div_factor must be a number > 0; got {self.div_factor!r}.')
+        _require(self.schedule in ('cosine', 'onecycle'),
+                 f"schedule must be 'cosine' or 'onecycle'; got {self.schedule!r}.")
+        _require(_is_num(self.div_factor) and self.div_factor > 0,
+                 f'div_factor must be a number > 0; got {self.div_factor!r}.')
         _require(self.final_div_factor is None or (_is_num(self.final_div_factor) and self.final_div_factor > 0),
                  f'final_div_factor must be a number > 0, or None (infinite); got {self.final_div_factor!r}.')
-        _require(_is_num(self.warmup_ratio) and 0 <= self.warmup_ratio < 1, f'warmup_ratio must be in [0, 1); got {self.warmup_ratio!r}.')
+        _require(_is_num(self.warmup_ratio) and 0 <= self.warmup_ratio < 1,
+                 f'warmup_ratio must be in [0, 1); got {self.warmup_ratio!r}.')
         if self.beta1_cycle is not None:
             self.beta1_cycle = tuple(self.beta1_cycle)
             _require(len(self.beta1_cycle) == 2 and all(_is_num(b) and 0 <= b < 1 for b in self.beta1_cycle),
@@ -122,8 +125,8 @@ class TrainConfig:
             _require(self.optimizer == 'adamw', f"beta1_cycle sets AdamW's beta1; optimizer is {self.optimizer!r}.")
         _require(isinstance(self.decay_1d, bool), f'decay_1d must be True or False; got {self.decay_1d!r}.')
         if self.schedule == 'cosine':
-            own = [k for k, default in (('div_factor', 25.0), ('final_div_factor', 1e3), ('warmup_ratio', 0.0), ('beta1_cycle', None))
-                   if getattr(self, k) != default]
+            defaults = dict(div_factor=25.0, final_div_factor=1e3, warmup_ratio=0.0, beta1_cycle=None)
+            own = [k for k, default in defaults.items() if getattr(self, k) != default]
             _require(not own, f"{own} belong to the one-cycle schedule: pass schedule='onecycle' with them.")
         else:
             _require(self.min_lr_ratio == 0, 'min_lr_ratio is the cosine\'s floor; the one-cycle schedule ends at '
@@ -146,7 +149,7 @@ def warmup_cosine(step, total_steps, warmup_steps, min_lr_ratio=0.0):
 
 # %% ../nbs/07b_train.ipynb #a9cfe4da
 def one_cycle(step, total_steps, warmup_steps, warmup_ratio=0.0, div_factor=25.0, final_div_factor=1e3):
-    "LR factor of DINOv3's WarmupOneCycleLR at optimizer step `step`: a ramp onto a cosine over the run, then that cosine."
+    "LR factor of DINOv3's WarmupOneCycleLR at optimizer step `step`: a ramp onto a cosine over the run, then it."
     final = math.inf if final_div_factor is None else final_div_factor
     if step < warmup_steps:
         if warmup_ratio:         # mmcv's linear ramp from warmup_ratio, under a linear decay over the run
@@ -167,7 +170,7 @@ def _unwrap(model):
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 def make_optimizer(model, cfg):
-    "AdamW or SGD over the trainable parameters: one group per (lr, decayed or not); no decay on <2-d ones unless decay_1d."
+    "AdamW or SGD over the trainable parameters, a group per (lr, decayed or not); <2-d ones decay only with decay_1d."
     named = [(n, p) for n, p in _unwrap(model).named_parameters() if p.requires_grad]
     if not named:
         raise ValueError(f'{type(model).__name__} has no trainable parameters (all requires_grad=False): nothing to train.')
@@ -197,16 +200,19 @@ class _LambdaLRWithBeta1(torch.optim.lr_scheduler.LambdaLR):
         for group in self.optimizer.param_groups: group['betas'] = (self._beta1(self.last_epoch), group['betas'][1])
         return super().get_lr()
 
-    def state_dict(self): return {k: v for k, v in super().state_dict().items() if k != '_beta1'}   # the optimizer keeps betas
+    def state_dict(self):
+        "LambdaLR's state without the beta1 function (the betas themselves are in the optimizer's state)."
+        return {k: v for k, v in super().state_dict().items() if k != '_beta1'}
 
 def make_scheduler(optimizer, cfg, steps_per_epoch):
-    "Per-iteration schedule over the run's optimizer steps (epochs x steps_per_epoch, or max_steps): cosine or one-cycle."
+    "Per-iteration schedule over the run's steps (epochs x steps_per_epoch, or max_steps): cosine or one-cycle."
     total = cfg.total_steps(steps_per_epoch)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * steps_per_epoch)
     if warmup > total:
         raise ValueError(f'warmup_steps={warmup} exceeds the run ({total} optimizer steps).')
     if cfg.schedule == 'cosine':
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup, cfg.min_lr_ratio))
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda k: warmup_cosine(k, total, warmup, cfg.min_lr_ratio))
     factor = lambda step: one_cycle(step, total, warmup, cfg.warmup_ratio, cfg.div_factor, cfg.final_div_factor)
     if cfg.beta1_cycle is None: return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return _LambdaLRWithBeta1(optimizer, factor, lambda step: one_cycle_beta1(step, total, warmup, *cfg.beta1_cycle))
@@ -314,7 +320,7 @@ def _load_model_state(model, state, path):
         raise RuntimeError(f'{path} does not fit this {type(model).__name__}: {e}') from e
 
 def _identity(cfg, fingerprint):
-    "What a checkpoint must agree on to be resumed: the trajectory-shaping config (defaults for settings it predates), the fingerprint."
+    "What a checkpoint must agree on to be resumed: the trajectory-shaping config (defaults for settings it predates)."
     saved = cfg if isinstance(cfg, dict) else asdict(cfg)
     config = {k: v for k, v in _jsonable({**asdict(TrainConfig()), **saved}).items() if k not in _RESUMABLE_CHANGES}
     return {'config': config, **_jsonable(fingerprint or {})}
@@ -322,8 +328,8 @@ def _identity(cfg, fingerprint):
 # %% ../nbs/07b_train.ipynb #2090c39d
 _RECORD_KEYS = {'epoch', 'step', 'train_loss', 'lr', 'epoch_time_s', 'eval_time_s', 'step_time_s', 'images_per_s'}
 _SUMMARY_KEYS = {'run_dir', 'monitor', 'best_metric', 'best_epoch', 'final_metrics', 'epochs', 'global_step',
-                 'median_step_time_s', 'step_time_s', 'flops_per_step', 'images_per_s', 'params_total', 'params_trainable',
-                 'wall_time_s', 'activation_memory_mb', 'peak_memory_mb'}
+                 'median_step_time_s', 'step_time_s', 'flops_per_step', 'images_per_s', 'params_total',
+                 'params_trainable', 'wall_time_s', 'activation_memory_mb', 'peak_memory_mb'}
 
 def _check_run_info(run_info):
     "A JSON-serialisable dict that does not shadow a summary field."
@@ -409,7 +415,8 @@ class _Run:
         ranks = ckpt.get('rng_ranks')
         if ranks is None: return ckpt['rng']                 # written before per-rank generators
         if len(ranks) == self.world_size: return ranks[self.rank]
-        seed_everything(int(np.random.SeedSequence([self.cfg.seed, self.rank, self.progress.global_step]).generate_state(1)[0]))
+        fresh = np.random.SeedSequence([self.cfg.seed, self.rank, self.progress.global_step]).generate_state(1)[0]
+        seed_everything(int(fresh))
         return rng_state()                                   # another number of processes: a fresh stream per rank
 
     def restore_rng(self):
@@ -428,19 +435,21 @@ class _Run:
         p, times = self.progress, self.clock.settle()
         skip = min(self.untimed_left, len(times))
         self.untimed_left -= skip
-        p.step_times, p.untimed_steps, p.timed_step_times = p.step_times + times, p.untimed_steps + skip, p.timed_step_times + times[skip:]
+        p.step_times, p.untimed_steps = p.step_times + times, p.untimed_steps + skip
+        p.timed_step_times = p.timed_step_times + times[skip:]
         peak = self.clock.peak_memory()
         if peak is not None: p.peak_memory_bytes = max(p.peak_memory_bytes or 0, peak)
 
     def save(self, name):
-        "Write the state at the last step boundary to run_dir/name atomically: rank 0 writes, with every rank's generators."
+        "Write the state at the last step boundary to run_dir/name atomically (rank 0; every rank's generators in it)."
         self.settle()
         generators = self.gather(self.boundary_rng)          # every rank takes part
         if not self.is_main: return
         progress = replace(self.progress, wall_time_s=self.wall_time())
         atomic_save(dict(model=_model_state(self.model), optimizer=self.optimizer.state_dict(),
                          scheduler=self.scheduler.state_dict(), rng=self.boundary_rng, rng_ranks=generators,
-                         config=_jsonable(asdict(self.cfg)), fingerprint=self.fingerprint, **asdict(progress)), self.run_dir / name)
+                         config=_jsonable(asdict(self.cfg)), fingerprint=self.fingerprint, **asdict(progress)),
+                    self.run_dir / name)
         if name == 'last.pt': self.saved_step = progress.global_step
 
 # %% ../nbs/07b_train.ipynb #8f38df9a
@@ -486,7 +495,7 @@ def _check_loss(loss):
         raise RuntimeError('the loss does not require grad: no trainable parameter reaches it. Check requires_grad on the head / adapter.')
 
 def _log_window(run, epoch, bar):
-    "Settle the step times, refresh the progress bar, append a steps.jsonl line with the mean loss (all ranks) since the last."
+    "Settle the step times, refresh the progress bar, log the mean loss (all ranks) since the last line: steps.jsonl."
     run.settle()
     p = run.progress
     loss_sum, steps = run.reduce_fn(torch.tensor([p.window_loss_sum, p.window_steps], dtype=torch.float64)).tolist()
@@ -693,8 +702,8 @@ def _mb(n): return None if n is None else n / 2**20
 def fit(model, train_loader, val_loader, loss_fn, evaluate_fn, run_dir, cfg, run_info=None, *, fingerprint=None,
         is_main=True, reduce_fn=None, barrier_fn=None, rank=0, gather_fn=None):
     "Train `model` with `loss_fn`, evaluate `val_loader` with `evaluate_fn` when due, log and checkpoint into `run_dir`; returns the summary."
-    run = _Run(model, train_loader, val_loader, loss_fn, evaluate_fn, run_dir, cfg, run_info, fingerprint, is_main, reduce_fn, barrier_fn,
-               rank, gather_fn)
+    run = _Run(model, train_loader, val_loader, loss_fn, evaluate_fn, run_dir, cfg, run_info, fingerprint, is_main,
+               reduce_fn, barrier_fn, rank, gather_fn)
     try:
         with _sigterm_as_interrupt():
             for epoch in range(run.progress.epoch, run.total_epochs):
@@ -706,9 +715,10 @@ def fit(model, train_loader, val_loader, loss_fn, evaluate_fn, run_dir, cfg, run
             run.save('last.pt')
             note = f'{run.run_dir / "last.pt"} saved at global step {p.global_step}; fit with resume=True continues the run.'
         elif run.consistent:
-            kept = (f'{run.run_dir / "last.pt"} was kept (global step {run.saved_step}); fit with resume=True continues from it'
-                    if run.saved_step is not None else 'none was written yet')
-            note = f"{run.world_size} processes save no checkpoint on an interrupt (it gathers every rank's generators): {kept}."
+            kept = (f'{run.run_dir / "last.pt"} was kept (global step {run.saved_step}); fit with resume=True '
+                    'continues from it' if run.saved_step is not None else 'none was written yet')
+            note = (f"{run.world_size} processes save no checkpoint on an interrupt (it gathers every rank's "
+                    f'generators): {kept}.')
         else:
             note = f'stopped inside an update, so {run.run_dir / "last.pt"} was kept (global step {run.saved_step}).'
         how = 'stopped by SIGTERM' if isinstance(e, _Terminated) else 'interrupted'

@@ -56,24 +56,25 @@ class DepthParams(RunParams):
     max_depth: float = 10.0                 # metres: the last bin and the evaluation's upper bound (NYU: 10)
     sigloss_warmup_iters: Optional[int] = None   # SigLoss on its mean term alone at first; None: 100 real, 10 generated
     eval_flip: bool = True                  # average with the mirrored image's prediction (DINOv3's test-time flip)
-    schedule: Optional[str] = None          # onecycle (DINOv3's; real data) | cosine (warm-up + cosine; generated data)
+    schedule: Optional[str] = None          # onecycle (DINOv3's; real data) | cosine (warm-up + cosine; generated)
 
     task = 'depth'
     GENERATED = dict(backbone='tiny', epochs=6, batch_size=16, lr=1e-2, weight_decay=1e-4, warmup_epochs=1.0, grad_clip=35.0,
-                     crop_size=[80, 112], sigloss_warmup_iters=10, val_fraction=0.0, eval_every=1, num_workers=0, ckpt_every_steps=0,
-                     schedule='cosine')
+                     crop_size=[80, 112], sigloss_warmup_iters=10, val_fraction=0.0, eval_every=1, num_workers=0,
+                     ckpt_every_steps=0, schedule='cosine')
     REAL = dict(max_iters=38_400, batch_size=16, lr=3e-4, weight_decay=1e-4, warmup_iters=12_800, grad_clip=35.0,
                 crop_size=[416, 544], sigloss_warmup_iters=100, val_fraction=0.0, eval_every=0, num_workers='auto',
                 ckpt_every_steps=1600, schedule='onecycle')
     FREE = {'eval_flip'}
     PROTOCOL = "DINOv3's NYU Depth v2 linear depth (dinov3/eval/depth, config-nyu.yaml)"
-    OFFICIAL = dict(max_iters=38_400, batch_size=16, optimizer='adamw', lr=3e-4, weight_decay=1e-4, warmup_iters=12_800, grad_clip=35.0,
-                    crop_size=[416, 544], bin_norm='linear', max_depth=10.0, sigloss_warmup_iters=100, eval_flip=True,
-                    val_fraction=0.0, sample_ratio=1.0)
+    OFFICIAL = dict(max_iters=38_400, batch_size=16, optimizer='adamw', lr=3e-4, weight_decay=1e-4,
+                    warmup_iters=12_800, grad_clip=35.0, crop_size=[416, 544], bin_norm='linear', max_depth=10.0,
+                    sigloss_warmup_iters=100, eval_flip=True, val_fraction=0.0, sample_ratio=1.0)
 
     def check_task(self):
         if self.schedule not in (None, 'onecycle', 'cosine'):
-            raise ValueError(f"schedule={self.schedule!r}: use 'onecycle' (DINOv3's WarmupOneCycleLR) or 'cosine' (warm-up + cosine).")
+            raise ValueError(f"schedule={self.schedule!r}: use 'onecycle' (DINOv3's WarmupOneCycleLR) or 'cosine' "
+                             '(warm-up + cosine).')
         if self.crop_size is not None: self.crop_size = parse_crop(self.crop_size)
         if self.bin_norm not in ('linear', 'softmax', 'sigmoid'):
             raise ValueError(f"bin_norm={self.bin_norm!r}: use 'linear' (DINOv3's default), 'softmax' or 'sigmoid'.")
@@ -87,14 +88,17 @@ class DepthParams(RunParams):
         self.out_indices = [depth - 1] if self.out_indices in (None, '', []) else parse_layers(self.out_indices, depth, 'out_indices block')
 
     def train_options(self) -> dict:
-        "The training core's optimizer recipe: DINOv3's one-cycle schedule with its beta1, betas (0.9, 0.99), decay on all; or the cosine."
+        "The training core's optimizer recipe: DINOv3's one-cycle schedule and beta1, betas (0.9, 0.99), decay on all."
         if self.schedule != 'onecycle': return {}
-        return dict(schedule='onecycle', final_div_factor=1e3, beta1_cycle=(0.85, 0.95), betas=(0.9, 0.99), decay_1d=True)
+        adamw = self.optimizer in (None, 'adamw')
+        return dict(schedule='onecycle', final_div_factor=1e3, decay_1d=True,
+                    **(dict(beta1_cycle=(0.85, 0.95), betas=(0.9, 0.99)) if adamw else {}))
 
     def departures(self) -> list:
         "What this configuration does otherwise than DINOv3's NYU linear depth run, in words."
         last = backbone_depth(self.backbone) - 1
-        out = [f'head on blocks {self.out_indices} (official: the last, [{last}])'] if self.out_indices != [last] else []
+        head = f'head on blocks {self.out_indices} (official: the last, [{last}])'
+        out = [] if self.out_indices == [last] else [head]
         if self.schedule != 'onecycle':
             out.append('warm-up + cosine schedule, AdamW betas (0.9, 0.999), no weight decay on biases and norms '
                        '(official: its one-cycle schedule with beta1 0, then 0.85 to 0.95, beta2 0.99, decay on all)')
@@ -151,7 +155,7 @@ def depth_loss(model, batch):
     images, depths = images.to(dev), depths.to(dev)
     pred = model(images, size=depths.shape[-2:]).float()                        # (B, H, W) metres
     head = getattr(model, 'module', model).head
-    warmup = model.training and head.bn.num_batches_tracked <= head.sigloss_warmup_iters   # this step's number, from the BN
+    warmup = model.training and head.bn.num_batches_tracked <= head.sigloss_warmup_iters   # this step's number (BN)
     return sig_loss(pred, depths, depths > 0, warmup=warmup)
 
 # %% ../../nbs/13_depth.ipynb #dep50015
@@ -160,7 +164,7 @@ def _eval_image(image):
     return depth_transforms(None, train=False)(image)[None]
 
 def _centre_pad(x, multiple: int = 16):
-    "x (n, 3, h, w) padded with zeros to multiples of `multiple`, half on each side (the extra pixel right / below), as DINOv3's CenterPadding."
+    "x (n, 3, h, w) zero-padded to multiples of `multiple`, half per side (one more right, below): as CenterPadding."
     (h, w), pads = x.shape[-2:], []
     for size in (w, h):
         extra = math.ceil(size / multiple) * multiple - size

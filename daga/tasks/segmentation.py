@@ -33,26 +33,29 @@ from ..synthetic import write_ade20k
 @dataclass
 class SegmentationParams(RunParams):
     "Every knob of a segmentation run (the papermill parameters and the CLI flags)."
-    out_indices: object = None              # blocks the head concatenates; None: the last (DINOv3's); 2,5,8,11: the seeds' fusion
+    out_indices: object = None              # blocks the head concatenates; None: the last (DINOv3's); 2,5,8,11: seeds'
     crop_size: Optional[int] = None         # a multiple of 16; None: 64 on generated data, 512 on real data
     eval_mode: str = 'slide'                # slide (official: crop_size windows every eval_stride) or whole (one resized pass)
     eval_stride: Optional[int] = None       # None: 2/3 of crop_size (341 for 512)
-    schedule: Optional[str] = None          # onecycle (DINOv3's; real data) | cosine (warm-up + cosine; generated data)
+    schedule: Optional[str] = None          # onecycle (DINOv3's; real data) | cosine (warm-up + cosine; generated)
 
     task = 'segmentation'
     SIZE_FIELD = 'crop_size'
     GENERATED = dict(backbone='tiny', epochs=6, batch_size=16, lr=1e-3, weight_decay=1e-3, warmup_epochs=0.5, crop_size=64,
                      val_fraction=0.0, eval_every=1, num_workers=0, ckpt_every_steps=0, schedule='cosine')
-    REAL = dict(max_iters=40_000, batch_size=16, lr=1e-3, weight_decay=1e-3, warmup_iters=1500, grad_clip=0.0, crop_size=512,
-                val_fraction=0.0, eval_every=0, num_workers='auto', ckpt_every_steps=500, schedule='onecycle')
+    REAL = dict(max_iters=40_000, batch_size=16, lr=1e-3, weight_decay=1e-3, warmup_iters=1500, grad_clip=0.0,
+                crop_size=512, val_fraction=0.0, eval_every=0, num_workers='auto', ckpt_every_steps=500,
+                schedule='onecycle')
     FREE = {'eval_mode', 'eval_stride'}
     PROTOCOL = "DINOv3's ADE20K linear segmentation (dinov3/eval/segmentation, config-ade20k-linear-training.yaml)"
-    OFFICIAL = dict(max_iters=40_000, batch_size=16, optimizer='adamw', lr=1e-3, weight_decay=1e-3, warmup_iters=1500, grad_clip=0.0,
-                    crop_size=512, schedule='onecycle', eval_mode='slide', eval_stride=341, val_fraction=0.0, sample_ratio=1.0)
+    OFFICIAL = dict(max_iters=40_000, batch_size=16, optimizer='adamw', lr=1e-3, weight_decay=1e-3, warmup_iters=1500,
+                    grad_clip=0.0, crop_size=512, schedule='onecycle', eval_mode='slide', eval_stride=341,
+                    val_fraction=0.0, sample_ratio=1.0)
 
     def check_task(self):
         if self.schedule not in (None, 'onecycle', 'cosine'):
-            raise ValueError(f"schedule={self.schedule!r}: use 'onecycle' (DINOv3's WarmupOneCycleLR) or 'cosine' (warm-up + cosine).")
+            raise ValueError(f"schedule={self.schedule!r}: use 'onecycle' (DINOv3's WarmupOneCycleLR) or 'cosine' "
+                             '(warm-up + cosine).')
         if self.eval_mode not in ('slide', 'whole'):
             raise ValueError(f"eval_mode={self.eval_mode!r}: use 'slide' (sliding window) or 'whole' (one resized pass).")
         if self.eval_stride is not None and (not isinstance(self.eval_stride, int) or self.eval_stride < 1):
@@ -60,11 +63,12 @@ class SegmentationParams(RunParams):
 
     def resolve_task(self, depth: int):
         "out_indices: the last block unless given; the stride 2/3 of the crop unless given."
-        self.out_indices = [depth - 1] if self.out_indices in (None, '', []) else parse_layers(self.out_indices, depth, 'out_indices block')
+        given = self.out_indices not in (None, '', [])
+        self.out_indices = parse_layers(self.out_indices, depth, 'out_indices block') if given else [depth - 1]
         if self.eval_stride is None: self.eval_stride = max(1, self.crop_size * 2 // 3)
 
     def train_options(self) -> dict:
-        "The training core's optimizer recipe: DINOv3's one-cycle schedule and weight decay on every parameter, or the cosine."
+        "The training core's optimizer recipe: DINOv3's one-cycle schedule, weight decay on every parameter."
         if self.schedule != 'onecycle': return {}
         return dict(schedule='onecycle', warmup_ratio=1e-6, final_div_factor=None, decay_1d=True)
 
@@ -77,7 +81,8 @@ class SegmentationParams(RunParams):
             fusion = ", the seeds' four-block fusion" if self.out_indices == default_out_indices(depth) else ''
             out.append(f'head on blocks {self.out_indices}{fusion} (official: the last, [{depth - 1}])')
         if self.schedule != 'onecycle':
-            out.append('warm-up + cosine schedule, no weight decay on biases and norms (official: its one-cycle schedule, decay on all)')
+            out.append('warm-up + cosine schedule, no weight decay on biases and norms '
+                       '(official: its one-cycle schedule, decay on all)')
         out += protocol_differences(self, official)
         return out + ['bf16 autocast on GPU (official: float32)',
                       "photometric augmentation by torchvision's ColorJitter (official: its PhotoMetricDistortion)",
