@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader
 
 from .backbone import backbone_fingerprint, load_backbone
 from .checkpoint import atomic_write_json, check_same_run, load_checkpoint, read_jsonl
-from .data import EpochSeeded, EvalShardSampler, ImageFiles, dataset_fingerprint, holdout_split, make_loader, subsample
+from .data import ImageFiles, dataset_fingerprint, holdout_split, subsample
+from .loading import EpochSeeded, EvalShardSampler, make_loader
 from .distributed import (all_gather_object, all_reduce_sum, barrier, broadcast_object, current_env,
                               per_rank_batch, plan_processes, run_in_processes,
                               wrap_model)
