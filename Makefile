@@ -59,3 +59,10 @@ readme:
 
 bench: install
 	$(BIN)/python bench/step_time.py --task all
+
+## The first GPU run, prepared (bench/gpu_check.py): bf16 steps at real sizes per task, bf16 vs fp32, DDP over NCCL,
+## SyncBatchNorm, gradient checkpointing and torch.compile, in one table within 8 minutes on one GPU. Without a GPU it
+## runs its tiny CPU form (which `make test` runs too, through nbs/41_gpu_check.ipynb).
+.PHONY: gpu-check
+gpu-check: install
+	$(BIN)/python bench/gpu_check.py

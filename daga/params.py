@@ -112,6 +112,8 @@ class RunParams(BackboneParams):
     method: str = 'daga'                    # daga | lora | adaptformer | vpt | bitfit | full | frozen (the baseline alone)
     daga_layers: object = '-1'              # blocks the method adapts: -1 (the last), 11, 2,5,8,11, [1, 2, 10, 11] or all; empty: the baseline only
     guidance_layer: int = -1                # block whose CLS attention guides DAGA (and is plotted for every method); -1: the last
+    grad_checkpointing: bool = False        # recompute the blocks the backward crosses instead of storing them
+    compile: bool = False                   # torch.compile the backbone's blocks (one graph for all twelve)
     compare_baseline: bool = True           # also train the frozen baseline, same seed and data
     lora_rank: int = 8                      # lora: rank r of the qkv and proj updates
     lora_alpha: float = 16.0                # lora: updates scaled by alpha / r

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader
 
 from .backbone import backbone_fingerprint, load_backbone
 from .checkpoint import atomic_write_json, check_same_run, load_checkpoint, read_jsonl
-from .data import EpochSeeded, EvalShardSampler, ImageFiles, dataset_fingerprint, holdout_split, make_loader, subsample
+from .data import ImageFiles, dataset_fingerprint, holdout_split, subsample
+from .loading import EpochSeeded, EvalShardSampler, make_loader
 from .distributed import (all_gather_object, all_reduce_sum, barrier, broadcast_object, current_env,
                               per_rank_batch, plan_processes, run_in_processes,
                               wrap_model)
@@ -105,7 +106,8 @@ def build_model(task: Task, p, num_classes: int, method: str = None, layers=None
                              f'({reads}), so they cannot change its input: use daga_layers <= {max(reads)}, or let the head read a later block.')
     def adapted():
         other = make_method(method, backbone, layers, p.method_config()) if layers else None
-        return AdaptedViT(backbone, layers if method == 'daga' else [], guidance_layer=p.guidance_layer, method=other)
+        return AdaptedViT(backbone, layers if method == 'daga' else [], guidance_layer=p.guidance_layer, method=other,
+                          grad_checkpointing=p.grad_checkpointing, compile=p.compile)
     vit = _seeded(p.seed + 1, adapted)
     vit.weights_fingerprint, vit.pretrained_params = weights, pretrained
     return TaskModel(vit, head)

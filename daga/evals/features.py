@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from ..backbone import backbone_fingerprint, load_backbone
 from ..checkpoint import atomic_save, atomic_write_json, run_differences
-from ..data import CIFAR, EvalShardSampler, ImageFolderDataset, classification_transforms, dataset_fingerprint, subsample
+from ..data import CIFAR, ImageFolderDataset, classification_transforms, dataset_fingerprint, subsample
+from ..loading import EvalShardSampler
 from ..distributed import barrier, current_env
 from .linear import LINEAR_INPUTS
 from ..model import AdaptedViT

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_write_json
-from ..data import EvalShardSampler, ImageFolderDataset, classification_transforms, subsample
+from ..data import ImageFolderDataset, classification_transforms, subsample
+from ..loading import EvalShardSampler
 from ..distributed import all_reduce_sum, barrier, current_env
 from .features import FeatureParams, feature_model, feature_splits
 from .linear import linear_input

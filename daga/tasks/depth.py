@@ -21,7 +21,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ..data import NYUDepthV2, depth_transforms
+from ..dense import NYUDepthV2, depth_transforms
 from ..distributed import all_gather_object, all_reduce_sum
 from ..heads import LinearDepthHead
 from ..metrics import DEPTH_METRICS, DepthMetrics

@@ -27,7 +27,8 @@ from torchvision import tv_tensors
 from torchvision.ops import box_convert, generalized_box_iou
 from torchvision.transforms.v2 import functional as TF
 
-from ..data import COCODetection, EpochSeeded, detection_transforms
+from ..data import COCODetection, detection_transforms
+from ..loading import EpochSeeded
 from ..distributed import all_gather_object, all_reduce_sum, broadcast_object, current_env
 from ..heads import DETRHead
 from ..metrics import coco_evaluate, detection_confusion, plot_per_class_ap

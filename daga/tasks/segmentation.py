@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ..data import ADE20K, segmentation_transforms
+from ..dense import ADE20K, segmentation_transforms
 from ..distributed import all_reduce_sum
 from ..heads import LinearSegHead, default_out_indices
 from ..metrics import ConfusionMatrix, plot_per_class_iou
