@@ -28,8 +28,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ..backbone import backbone_depth
 from ..coco import (COCO_SPLITS, COCODetection, batch_extent, by_aspect, coco_annotations, coco_base,
-                       detection_transforms,
-                       extent_groups)
+                       detection_transforms, extent_groups, grouped_loader)
 from ..detr import DETRHead, criterion, post_process
 from ..distributed import all_gather_object, broadcast_object, current_env
 from ..heads import default_out_indices
@@ -129,6 +128,8 @@ def departures(self) -> list:
     out.append(f'the longer side at {self.image_size} pixels, {self.min_scale:g}-1 of it in training, no random '
                'crop (DETR: the shorter side at 800, 480-800 in training, half the images randomly cropped first; '
                'the longer at most 1333)')
+    out.append('training batches of one orientation, landscape or portrait (DETR: random batches padded to their '
+               'largest image)')
     budget = f'{self.max_iters} iterations' if self.max_iters else f'{self.epochs} epochs'
     optimizer = (f'{self.optimizer} lr {self.lr:g}, weight decay {self.weight_decay:g}, '
                  f'gradient clipping {self.grad_clip:g}')
@@ -329,7 +330,7 @@ def predict(model, images, out_dir, p, classes) -> list:
 # %% ../../nbs/12c_detection.ipynb #det12025
 TASK = Task('detection', DetectionParams, build_data, build_head, detection_loss, make_evaluator, monitor='ap',
             metrics=('ap', 'ap50', 'ap75', 'aps', 'apm', 'apl', 'ar100'), curve_metrics=('ap', 'ap50'), report=report,
-            predict=predict)
+            predict=predict, train_loader=grouped_loader)
 
 def compare(p: DetectionParams) -> dict:
     "Train the frozen baseline (if p.compare_baseline) and DAGA, same seed and data, in the processes p asks for; save table and curves."
