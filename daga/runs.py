@@ -214,7 +214,8 @@ def run_variant(task: Task, p, variant: str = None, method: str = None, restart:
     model = build_model(task, p, len(data.classes), method)
     variant = variant or method_name(model)
     run_dir = p.run_dir() / variant
-    train_dl = (task.train_loader or make_loader)(data.train, per_rank_batch(p.batch_size, env), train=True, seed=p.seed,
+    loader = task.train_loader or make_loader
+    train_dl = loader(data.train, per_rank_batch(p.batch_size, env), train=True, seed=p.seed,
                            num_workers=p.num_workers, rank=env.rank, world_size=env.world_size)
     evaluate = task.make_evaluator(p, len(data.classes))
     if data.val is not None: val, split = data.val, 'val'

@@ -68,7 +68,8 @@ class DetectionParams(RunParams):
     SIZE_FIELD = 'image_size'
     GENERATED = dict(backbone='tiny', epochs=10, batch_size=8, lr=2e-3, weight_decay=1e-4, grad_clip=0.1, image_size=64,
                      min_scale=0.75, num_queries=10, num_decoder_layers=2, num_encoder_layers=2, d_model=64, nhead=4,
-                     dim_feedforward=256, dropout=0.0, val_fraction=0.0, eval_every=2, num_workers=0, ckpt_every_steps=0)
+                     dim_feedforward=256, dropout=0.0, val_fraction=0.0, eval_every=2, num_workers=0,
+                     ckpt_every_steps=0)
     REAL = dict(epochs=50, batch_size=32, lr=1e-4, weight_decay=1e-4, grad_clip=0.1, image_size=640, min_scale=0.5,
                 val_fraction=0.0, eval_every=5, num_workers='auto', ckpt_every_steps=1000, **_DETR)
     FREE = {'score_threshold', 'detections'}
@@ -82,11 +83,14 @@ class DetectionParams(RunParams):
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
                 raise ValueError(f'{name}={v!r} must be an integer >= {low}.')
         if self.d_model is not None and self.d_model % 4:
-            raise ValueError(f'd_model={self.d_model} must be a multiple of 4 (the 2-D sine encoding): use e.g. {max(4, self.d_model // 4 * 4)}.')
+            raise ValueError(f'd_model={self.d_model} must be a multiple of 4 (the 2-D sine encoding): '
+                             f'use e.g. {max(4, self.d_model // 4 * 4)}.')
         if self.d_model is not None and self.nhead is not None and self.d_model % self.nhead:
             fits = max(h for h in range(1, self.nhead + 1) if self.d_model % h == 0)
-            raise ValueError(f'd_model={self.d_model} does not split into nhead={self.nhead} heads: use e.g. nhead={fits}.')
-        for name, ok, text in (('dropout', lambda v: 0 <= v < 1, '[0, 1)'), ('min_scale', lambda v: 0 < v <= 1, '(0, 1]'),
+            raise ValueError(f'd_model={self.d_model} does not split into nhead={self.nhead} heads: '
+                             f'use e.g. nhead={fits}.')
+        for name, ok, text in (('dropout', lambda v: 0 <= v < 1, '[0, 1)'),
+                               ('min_scale', lambda v: 0 < v <= 1, '(0, 1]'),
                                ('score_threshold', lambda v: 0 <= v <= 1, '[0, 1]')):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and ok(v)):
@@ -180,9 +184,9 @@ def build_data(p: DetectionParams) -> TaskData:
 # %% ../../nbs/12c_detection.ipynb #det1200f
 def build_head(p, backbone, num_classes: int):
     "DETR on the normed patch features of p.out_indices."
-    return DETRHead(backbone.embed_dim, num_classes, out_indices=p.out_indices, num_queries=p.num_queries, d_model=p.d_model,
-                    nhead=p.nhead, num_decoder_layers=p.num_decoder_layers, num_encoder_layers=p.num_encoder_layers,
-                    dim_feedforward=p.dim_feedforward, dropout=p.dropout, padding_mask=p.padding_mask)
+    return DETRHead(backbone.embed_dim, num_classes, out_indices=p.out_indices, num_queries=p.num_queries,
+                    d_model=p.d_model, nhead=p.nhead, num_decoder_layers=p.num_decoder_layers,
+                    num_encoder_layers=p.num_encoder_layers, dim_feedforward=p.dim_feedforward, dropout=p.dropout, padding_mask=p.padding_mask)
 
 def _inner(model): return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -253,7 +257,7 @@ def make_evaluator(p: DetectionParams, num_classes: int):
 
 # %% ../../nbs/12c_detection.ipynb #det12023
 def report(out_dir, tag, metrics, confusion, classes) -> list:
-    "per_class_<tag>.csv (AP, AP50, what became of each class's boxes), per_class_ap_<tag>.png and the confusion matrix with background."
+    "per_class_<tag>.csv (AP, AP50, what became of each class's boxes), its AP chart and the confusion matrix."
     out_dir, confusion = Path(out_dir), torch.as_tensor(confusion).long()
     C, fmt = len(classes), lambda v: 'n/a' if math.isnan(v) else f'{v:.4f}'
     rows = [['class', 'AP', 'AP50', 'boxes', 'found', 'taken for another class', 'missed', 'false detections']]
@@ -276,7 +280,7 @@ def _one_image(image, p: DetectionParams):
 
 @torch.no_grad()
 def predict_boxes(model, image, p: DetectionParams):
-    "(xyxy boxes in the image's pixels, scores, labels) of one image (PIL or uint8 (3, H, W)) scoring at least p.score_threshold."
+    "(xyxy boxes in pixels, scores, labels) of one image (PIL or uint8 (3, H, W)) scoring at least p.score_threshold."
     image = image if torch.is_tensor(image) else TF.pil_to_tensor(image)
     x, target = _one_image(image, p)
     outputs, reference = model_outputs(model, x, target['size'])
@@ -300,12 +304,13 @@ def draw_boxes(ax, picture, boxes, labels, classes, scores=None, title=None):
     for i, ((x0, y0, x1, y1), label) in enumerate(zip(np.asarray(boxes).tolist(), np.asarray(labels).tolist())):
         ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=1.2, color=_colour(label)))
         text = classes[label] + ('' if scores is None else f' {float(scores[i]):.2f}')
-        ax.text(x0, y0, text, fontsize=6, color='white', va='bottom', bbox=dict(facecolor=_colour(label), alpha=0.7, pad=0.5, lw=0))
+        ax.text(x0, y0, text, fontsize=6, color='white', va='bottom',
+                bbox=dict(facecolor=_colour(label), alpha=0.7, pad=0.5, lw=0))
     ax.set_axis_off()
     if title: ax.set_title(title, fontsize=8)
 
 def predict(model, images, out_dir, p, classes) -> list:
-    "For each image of an ImageFiles folder: <name>_boxes.png; detections.csv (xywh pixels) and predictions.png for the first eight."
+    "Per image of an ImageFiles folder <name>_boxes.png; detections.csv (xywh pixels); predictions.png of the first 8."
     out_dir, files, shown = Path(out_dir), [], []
     rows = [['image', 'class', 'score', 'x', 'y', 'width', 'height']]
     for image, name in images:
@@ -317,12 +322,15 @@ def predict(model, images, out_dir, p, classes) -> list:
         files.append(out_dir / f'{stem}_boxes.png')
         for box, score, label in zip(box_convert(boxes, 'xyxy', 'xywh').tolist(), scores.tolist(), labels.tolist()):
             rows.append([name, classes[label], f'{score:.4f}'] + [f'{v:.1f}' for v in box])
-        if len(shown) < 8: shown.append((name, image, boxes, scores, labels, guidance_over_image(model, TF.pil_to_tensor(image), p)))
+        if len(shown) < 8:
+            shown.append((name, image, boxes, scores, labels, guidance_over_image(model, TF.pil_to_tensor(image), p)))
     with open(out_dir / 'detections.csv', 'w', newline='') as f: csv.writer(f).writerows(rows)
     fig = Figure(figsize=(4.4, 2.2 * len(shown)), layout='constrained')
-    for (left, right), (name, image, boxes, scores, labels, guidance) in zip(fig.subplots(len(shown), 2, squeeze=False), shown):
+    panels = fig.subplots(len(shown), 2, squeeze=False)
+    for (left, right), (name, image, boxes, scores, labels, guidance) in zip(panels, shown):
         draw_boxes(left, image, boxes, labels, classes, scores, title=name)
-        right.imshow(image); right.imshow(guidance, cmap='inferno', alpha=0.6, extent=(0, image.size[0], image.size[1], 0))
+        right.imshow(image)
+        right.imshow(guidance, cmap='inferno', alpha=0.6, extent=(0, image.size[0], image.size[1], 0))
         right.set_axis_off(); right.set_title('guidance', fontsize=8)
     fig.savefig(out_dir / 'predictions.png', dpi=100)
     return files + [out_dir / 'detections.csv', out_dir / 'predictions.png']
@@ -333,7 +341,7 @@ TASK = Task('detection', DetectionParams, build_data, build_head, detection_loss
             predict=predict, train_loader=grouped_loader)
 
 def compare(p: DetectionParams) -> dict:
-    "Train the frozen baseline (if p.compare_baseline) and DAGA, same seed and data, in the processes p asks for; save table and curves."
+    "Train the frozen baseline (if p.compare_baseline) and DAGA, same seed and data; save the table and curves."
     return compare_variants(TASK, p)
 
 # %% ../../nbs/12c_detection.ipynb #det12029
@@ -346,7 +354,8 @@ def plot_predictions(models: dict, dataset, indices, p: DetectionParams, classes
     for r, (axes, i) in enumerate(zip(fig.subplots(len(indices), len(models) + 2, squeeze=False), indices)):
         image, target = raw[positions[i]]
         picture = image.permute(1, 2, 0).numpy()
-        draw_boxes(axes[0], picture, target['boxes'], target['labels'], classes, title='ground truth' if r == 0 else None)
+        draw_boxes(axes[0], picture, target['boxes'], target['labels'], classes,
+                   title='ground truth' if r == 0 else None)
         for x, y, w, h in raw.crowd_boxes(positions[i]).tolist():
             # COCOeval ignores
             axes[0].add_patch(Rectangle((x - 0.5, y - 0.5), w, h, fill=False, lw=1, ls='--', color='white'))
@@ -355,7 +364,8 @@ def plot_predictions(models: dict, dataset, indices, p: DetectionParams, classes
             boxes, scores, labels = predict_boxes(model, image, p)
             draw_boxes(ax, picture, boxes, labels, classes, scores, title=name if r == 0 else None)
         axes[-1].imshow(picture)
-        axes[-1].imshow(guidance_over_image(ref, image, p), cmap='inferno', alpha=0.6, extent=(0, image.shape[-1], image.shape[-2], 0))
+        axes[-1].imshow(guidance_over_image(ref, image, p), cmap='inferno', alpha=0.6,
+                        extent=(0, image.shape[-1], image.shape[-2], 0))
         axes[-1].set_axis_off()
         if r == 0: axes[-1].set_title('guidance', fontsize=8)
     return fig
