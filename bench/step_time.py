@@ -15,13 +15,21 @@ With --methods, the configurations are instead the methods DAGA is compared with
 last block (or --method-layers) of its own copy of the backbone: the train-step time and FLOPs of frozen, daga, lora,
 adaptformer, vpt, bitfit and full against the frozen baseline, and the activation memory a step keeps for backward.
 
+Detection times DETR's real profile (6 encoder and 6 decoder layers, 100 queries, 4 evenly spaced blocks) on two
+layouts of the same batch of COCO's two commonest shapes (640 x 480 and 640 x 427): every image on a square canvas
+(the old pipeline, no mask) and the batch cut to its own extent with the padding mask (the pipeline now), and prints
+the tokens per image at COCO's aspect ratios. `--gpu-hours` instead counts, on the meta device (no compute), the FLOPs
+of one training image and one evaluation image per backbone and turns them into GPU-hours for the real COCO run.
+
 Run from the repository root:  python bench/step_time.py            (all tasks, ViT-S/16, ~10 min on 2 CPU cores)
                                python bench/step_time.py --backbone tiny --size 64 --repeats 3   (smoke test)
                                python bench/step_time.py --task classification --methods all   (every method)
+                               python bench/step_time.py --task detection --gpu-hours         (FLOPs -> GPU-hours)
 """
 import argparse
 import contextlib
 import copy
+import math
 import os
 import platform
 import statistics
@@ -37,19 +45,24 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # measure this checkout's daga, installed or not
 from daga.backbone import load_backbone                            # noqa: E402
-from daga.heads import DETRHead, LinearClassifier, LinearDepthHead, LinearSegHead, default_out_indices   # noqa: E402
+from daga.heads import LinearClassifier, LinearDepthHead, LinearSegHead, default_out_indices   # noqa: E402
 from daga.methods import METHODS, make_method                      # noqa: E402
 from daga.model import AdaptedViT, parse_layers                    # noqa: E402
 from daga.train import SavedForBackward                            # noqa: E402
 from daga.tasks.depth import sig_loss                              # noqa: E402
-from daga.tasks.detection import HungarianMatcher, SetCriterion      # noqa: E402
+from daga.coco import batch_extent                                   # noqa: E402
+from daga.detr import DETRHead, HungarianMatcher, SetCriterion      # noqa: E402
 
 IGNORE_INDEX = 255
 NUM_CLASSES = {'classification': 1000, 'segmentation': 150, 'detection': 80}
 TASK_DEFAULTS = {'classification': dict(size=224, batch=8), 'segmentation': dict(size=512, batch=2),
                  'depth': dict(size=(416, 544), batch=4),           # depth: DINOv3's NYU crop, 4 per GPU
-                 'detection': dict(size=512, batch=2)}
+                 'detection': dict(size=640, batch=2)}             # detection: the longer side, the real profile's
 OBJECTS_PER_IMAGE = 7                                             # detection targets: COCO's mean is 7.3
+# COCO's shapes at the longer side 640 (train2017's commonest: 640 x 480 and 640 x 427, then their portraits and 1:1)
+COCO_SHAPES = [('4:3', 480, 640), ('3:2', 427, 640), ('3:4', 640, 480), ('2:3', 640, 427), ('1:1', 640, 640)]
+DETECTION_BATCH = [(480, 640), (427, 640)]                        # the timed batch, at --size 640: COCO's two commonest
+COCO_TRAIN_IMAGES, COCO_VAL_IMAGES = 118_287, 5_000
 # (task, role of the measured config, limit on its time / baseline, the issue's figure for the two-pass twin)
 TARGETS = [('classification', 'daga_last', 1.10, 2.0), ('classification', 'daga_multi', 2.0, 3.1),
            ('segmentation', 'daga_last', 1.10, None), ('depth', 'daga_last', 1.10, None), ('detection', 'daga_last', 1.10, None)]
@@ -68,6 +81,8 @@ class Config:
     forward: list = field(default_factory=list)     # seconds: forward + loss
     backward: list = field(default_factory=list)    # seconds: backward + optimizer step
     match: list = field(default_factory=list)       # seconds: DETR's Hungarian matching, inside forward + loss (detection)
+    inputs: tuple = None                            # detection: (images, targets, padding mask or None) of its layout
+    layout: str = ''                                # detection: 'own extent' or 'square canvas'
     flops: int = 0
     saved_bytes: int = 0                            # what autograd keeps for backward in one step (activations)
 
@@ -95,8 +110,8 @@ def _configs(task, backbone):
         multi = parse_layers([1, 2, last - 1, last], backbone.depth)
         plan = [('daga_last', [last], False), ('daga_multi', multi, False),
                 ('two_last', [last], True), ('two_multi', multi, True)]
-    elif task == 'detection':                                          # the issue's pair, and the reference's two passes
-        plan = [('daga_last', [last], False), ('two_last', [last], True)]
+    elif task == 'detection':                                          # the issue's pair (per layout: see _build)
+        plan = [('daga_last', [last], False)]
     else:
         plan = [('daga_last', [last], False), ('daga_multi', default_out_indices(backbone.depth), False),
                 ('two_last', [last], True)]
@@ -108,7 +123,8 @@ def _configs(task, backbone):
 def _head(task, backbone, out_indices):
     if task == 'classification': return LinearClassifier(backbone.embed_dim, NUM_CLASSES[task])
     if task == 'depth': return LinearDepthHead(backbone.embed_dim, [backbone.depth - 1])   # DINOv3's linear protocol: the last block
-    if task == 'detection': return DETRHead(backbone.embed_dim, NUM_CLASSES[task], [backbone.depth - 1])   # DETR: 100 queries, 6 layers, 256
+    if task == 'detection':                           # the real profile: DETR's 6 + 6 layers, 100 queries, 4 blocks
+        return DETRHead(backbone.embed_dim, NUM_CLASSES[task], default_out_indices(backbone.depth))
     return LinearSegHead(backbone.embed_dim, NUM_CLASSES[task], out_indices)
 
 
@@ -135,6 +151,22 @@ def _build(task, backbone, out_indices, device, seed):
         cfg = Config(label, role, model.to(device).train(), _head(task, backbone, out_indices).to(device).train(), two_pass)
         cfg.opt = torch.optim.AdamW(cfg.trainable, lr=1e-4, weight_decay=1e-2)
         configs.append(cfg)
+    return configs
+
+
+def _detection_configs(backbone, args, device):
+    "Baseline and DAGA [last] on two layouts of one batch of COCO shapes: its own extent (masked), square canvases."
+    size, batch = args.size or TASK_DEFAULTS['detection']['size'], args.batch or TASK_DEFAULTS['detection']['batch']
+    _, targets = _inputs('detection', batch, size, device, args.seed)
+    shapes = [(round(h * size / 640), round(w * size / 640)) for h, w in DETECTION_BATCH] * batch
+    canvas = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(args.seed)).to(device)
+    own, mask = batch_extent(canvas, torch.tensor(shapes[:batch]))
+    configs = []
+    for layout, images, padding, prefix in (('own extent', own, mask, ''), ('square canvas', canvas, None, 'square_')):
+        for cfg in _build('detection', backbone, args.out_indices, device, args.seed):
+            cfg.label, cfg.role, cfg.layout = f'{cfg.label} ({layout})', prefix + cfg.role, layout
+            cfg.inputs = (images, targets, padding)
+            configs.append(cfg)
     return configs
 
 
@@ -175,13 +207,14 @@ CRITERION = SetCriterion(MATCHER)                                   # DETR's los
 
 def _train_step(cfg, task, images, target, autocast, sync):
     "One timed train step; returns (forward + loss, backward + optimizer, matching within forward + loss) seconds."
+    images, target, mask = cfg.inputs if cfg.inputs is not None else (images, target, None)   # detection: its layout's
     cfg.opt.zero_grad(set_to_none=True)
     MATCHER.seconds, MATCHER.sync = 0.0, sync
     sync(); t0 = time.perf_counter()
     with autocast():
         if cfg.two_pass:
             with torch.no_grad(): cfg.model.backbone(images)   # the reference's extra frozen pass, for the guidance
-        feats = cfg.model(images, layers=cfg.head.layers)
+        feats = cfg.model(images, layers=cfg.head.layers, mask=mask)
         if task in ('classification', 'detection'): logits = cfg.head(feats)        # (B, C) or DETR's outputs
         else: logits = cfg.head(feats, size=tuple(images.shape[-2:]))                # (B, C, S, S) or depth (B, H, W)
         if task == 'depth': loss = sig_loss(logits.float(), target, target > 0)
@@ -197,14 +230,18 @@ def _train_step(cfg, task, images, target, autocast, sync):
 def run_task(task, args, backbone, device):
     "Build, count FLOPs, warm up and time every configuration of `task`; returns the configs with their times."
     size, batch = args.size or TASK_DEFAULTS[task]['size'], args.batch or TASK_DEFAULTS[task]['batch']
-    configs = (_build_methods(task, backbone, args.out_indices, device, args.seed, args.methods, args.method_layers)
-               if args.methods else _build(task, backbone, args.out_indices, device, args.seed))
+    if args.methods:
+        configs = _build_methods(task, backbone, args.out_indices, device, args.seed, args.methods, args.method_layers)
+    elif task == 'detection': configs = _detection_configs(backbone, args, device)
+    else: configs = _build(task, backbone, args.out_indices, device, args.seed)
     images, target = _inputs(task, batch, size, device, args.seed)
     autocast = ((lambda: torch.autocast('cuda', dtype=torch.bfloat16)) if device.type == 'cuda'
                 else contextlib.nullcontext)
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     print(f"\n## {task}: {batch} x 3 x {' x '.join(map(str, size if isinstance(size, tuple) else (size, size)))}"
-          + (f', head out_indices {_fmt_layers(args.out_indices)}' if task == 'segmentation' else ''), flush=True)
+          + (f', head out_indices {_fmt_layers(args.out_indices)}' if task == 'segmentation' else '')
+          + (f' (square canvases; own extent {" x ".join(map(str, configs[0].inputs[0].shape[-2:]))}), DETR on '
+             f'{_fmt_layers(configs[0].head.layers)}' if configs[0].inputs is not None else ''), flush=True)
     for cfg in configs:                               # one untimed step each, counting FLOPs and the bytes kept for backward
         with FlopCounterMode(display=False) as counter, SavedForBackward(nn.ModuleList([cfg.model, cfg.head])) as saved:
             _train_step(cfg, task, images, target, autocast, sync)
@@ -242,6 +279,58 @@ def print_table(configs):
         print('\nHungarian matching (the costs of the 6 decoder layers, their transfer to the CPU, scipy\'s assignment), '
               'inside forward + loss: ' + '; '.join(f'{c.label} {_ms(c.match):.1f} ms = {_ms(c.match) / _ms(c.step):.1%} of the step'
                                                     for c in configs) + '.')
+
+
+def print_detection_layouts(configs, size):
+    "Tokens per image at COCO's shapes; per layout, step time and FLOPs of the baseline and DAGA and their ratios."
+    side = size // 16
+    print(f'\nTokens per image at the longer side {size} (COCO\'s shapes): square canvas {side * side} for every '
+          'image.\n')
+    print('| shape (w:h) | image | tokens, own extent | of the square canvas |\n|---|---|---:|---:|')
+    for name, h, w in COCO_SHAPES:
+        h, w = round(h * size / 640), round(w * size / 640)
+        tokens = math.ceil(h / 16) * math.ceil(w / 16)
+        print(f'| {name} | {w} x {h} | {tokens} | {tokens / side ** 2:.0%} |')
+    by = {(c.layout, c.role.replace('square_', '')): c for c in configs}
+    square = by[('square canvas', 'baseline')]
+    print('\n| layout | tokens / image | baseline ms (median) | DAGA ms (median) | DAGA / baseline (median / min) '
+          '| DAGA / baseline (FLOPs) | baseline GFLOP | baseline FLOPs vs square |')
+    print('|---|---:|---:|---:|---:|---:|---:|---:|')
+    for layout in ('own extent', 'square canvas'):
+        base, daga = by[(layout, 'baseline')], by[(layout, 'daga_last')]
+        tokens = base.inputs[0].shape[-2] * base.inputs[0].shape[-1] // 256
+        ratio = f'{_ms(daga.step) / _ms(base.step):.2f} / {min(daga.step) / min(base.step):.2f}'
+        print(f'| {layout} | {tokens} | {_ms(base.step):.1f} | {_ms(daga.step):.1f} | {ratio} | '
+              f'{daga.flops / base.flops:.3f} | {base.flops / 1e9:.1f} | {base.flops / square.flops:.2f} |')
+
+
+def gpu_hours(args, backbones=('vits16', 'vitb16', 'vitl16', 'vith16plus'), shape=(480, 640)) -> list:
+    "Per backbone: FLOPs of a training and an evaluation image (on the meta device), GPU-hours of the real COCO run."
+    epochs, evaluations, rows = 50, 10, []                 # the real profile: 50 epochs, val2017 every 5 epochs
+    x = torch.empty(1, 3, *shape, device='meta')
+    print(f'\n## GPU-hours of the real COCO run: {epochs} epochs of train2017 ({COCO_TRAIN_IMAGES:,} images) and '
+          f'{evaluations} evaluations of val2017, every image at {shape[1]} x {shape[0]}, at {args.tflops:g} TFLOP/s\n')
+    print('| backbone | variant | GFLOP / training image | GFLOP / evaluation image | GPU-hours |')
+    print('|---|---|---:|---:|---:|')
+    for name in backbones:
+        with torch.device('meta'): backbone = load_backbone(name)
+        for variant, layers in (('baseline', []), ('DAGA [last]', [backbone.depth - 1])):
+            with torch.device('meta'):
+                model = AdaptedViT(backbone, layers)
+                head = DETRHead(backbone.embed_dim, NUM_CLASSES['detection'], default_out_indices(backbone.depth))
+            with FlopCounterMode(display=False) as train:
+                out = head(model(x, layers=head.layers))
+                layers = out['aux_outputs'] + [out]        # the loss's own FLOPs (matching) are negligible
+                sum(o['pred_logits'].logsumexp(-1).mean() + o['pred_boxes'].mean() for o in layers).backward()
+            with FlopCounterMode(display=False) as evaluate: head(model.eval()(x, layers=head.layers))   # forward only
+            per_train, per_eval = train.get_total_flops(), evaluate.get_total_flops()
+            total = per_train * COCO_TRAIN_IMAGES * epochs + per_eval * COCO_VAL_IMAGES * evaluations
+            hours = total / (args.tflops * 1e12) / 3600
+            rows.append((name, variant, per_train, per_eval, hours))
+            print(f'| {name} | {variant} | {per_train / 1e9:.0f} | {per_eval / 1e9:.0f} | {hours:.1f} |')
+    print('\nA comparison trains both variants: add their hours. Training draws the longer side from 320-640 pixels, '
+          'so an average training image has about 0.6x the pixels counted here: the hours are an upper bound.')
+    return rows
 
 
 def check_targets(results) -> bool:
@@ -292,6 +381,10 @@ def parse_args(argv=None):
                    help="time these methods instead of DAGA's configurations: 'all' or e.g. 'frozen,daga,lora' (frozen is always first)")
     p.add_argument('--method-layers', default='-1', help="the blocks every method adapts, e.g. '-1', '5,8,11' or 'all'")
     p.add_argument('--strict', action='store_true', help='exit 1 when a target is missed')
+    p.add_argument('--gpu-hours', action='store_true',
+                   help='count FLOPs per COCO image for every backbone (meta device); print the real run\'s GPU-hours')
+    p.add_argument('--tflops', type=float, default=300.0,
+                   help='GPU throughput --gpu-hours assumes, TFLOP/s (300: about 30%% of an H100\'s dense bf16 peak)')
     args = p.parse_args(argv)
     for name in ('size', 'batch', 'repeats', 'threads'):
         v = getattr(args, name)
@@ -315,6 +408,9 @@ def main(argv=None) -> int:
     args, parser = parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)    # the table and stderr's progress lines interleave in order
     if args.threads: torch.set_num_threads(args.threads)
+    if args.gpu_hours:
+        gpu_hours(args)
+        return 0
     try: backbone = load_backbone(args.backbone)
     except ValueError as e: parser.error(str(e))
     try:
@@ -339,6 +435,8 @@ def main(argv=None) -> int:
     for task in tasks:
         results[task] = run_task(task, args, backbone, args.device)
         print_table(results[task])
+        if task == 'detection' and not args.methods:
+            print_detection_layouts(results[task], args.size or TASK_DEFAULTS[task]['size'])
     ok = check_targets(results)
     if hasattr(os, 'getloadavg'): print(f'\nload average at end: {os.getloadavg()[0]:.2f}')
     return 1 if args.strict and not ok else 0

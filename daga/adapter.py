@@ -58,16 +58,42 @@ class DAGAConfig:
         return cls(**d)
 
 # %% ../nbs/01_adapter.ipynb #57de60b4
-def guidance_map(cls_attn, h, w, eps=1e-8):
-    "CLS->patch attention (B, heads, h*w) -> head-mean map (B, h, w), min-max normalised per image to [0, 1]."
+def _check_mask(mask, shape, what):
+    "Raise a clear error unless `mask` is a bool tensor of `shape` (B, h, w)."
+    if mask.dtype != torch.bool or tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{what} expects a padding mask of shape (B, h, w) = {tuple(shape)} and dtype bool (True on "
+                         f"padding patches), got {tuple(mask.shape)} {mask.dtype}")
+
+def guidance_map(cls_attn, h, w, eps=1e-8, mask=None):
+    "CLS->patch attention (B, heads, h*w) -> head-mean map (B, h, w) in [0, 1], min-max over each image's own patches."
     if cls_attn.ndim != 3 or cls_attn.shape[-1] != h * w:
         raise ValueError(f"guidance_map expects CLS attention of shape (B, heads, h*w) = (B, heads, {h * w}) "
                          f"for a {h}x{w} patch grid, got {tuple(cls_attn.shape)}")
     g = cls_attn.float().mean(1).reshape(-1, h, w)                   # (B, h, w)
-    lo, hi = g.amin((1, 2), keepdim=True), g.amax((1, 2), keepdim=True)  # (B, 1, 1)
-    return (g - lo) / (hi - lo).clamp_min(eps)                       # (B, h, w) in [0, 1]
+    if mask is None: lo, hi = g.amin((1, 2), keepdim=True), g.amax((1, 2), keepdim=True)   # (B, 1, 1)
+    else:                                                            # padding takes no part in the min and max
+        _check_mask(mask, g.shape, 'guidance_map')
+        lo = g.masked_fill(mask, float('inf')).amin((1, 2), keepdim=True)
+        hi = g.masked_fill(mask, float('-inf')).amax((1, 2), keepdim=True)
+    g = (g - lo) / (hi - lo).clamp_min(eps)                          # (B, h, w) in [0, 1]
+    return g if mask is None else g.masked_fill(mask, 0.0)           # padding reads 0
 
 # %% ../nbs/01_adapter.ipynb #38a99770
+def _zero_padding(x, own): return x if own is None else x * own          # padding reads 0, as beyond the border
+
+def _batch_norm(bn, x, own):
+    "bn(x) (B, C, h, w), its training statistics taken over the positions `own` (B, 1, h, w) only when given."
+    if own is None or not bn.training: return bn(x)                  # eval: per channel, position by position
+    rows = x.permute(0, 2, 3, 1)[own[:, 0]]                          # (M, C): the images' own positions
+    momentum = bn.momentum
+    if bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+        if momentum is None: momentum = 1.0 / float(bn.num_batches_tracked)   # a cumulative average, as BatchNorm does
+    normed = F.batch_norm(rows, bn.running_mean, bn.running_var, bn.weight, bn.bias, True, momentum, bn.eps)
+    out = x.new_zeros(x.shape[0], *x.shape[2:], x.shape[1])          # (B, h, w, C), padding left at 0
+    out[own[:, 0]] = normed
+    return out.permute(0, 3, 1, 2)
+
 class AttentionEncoder(nn.Module):
     "Encode a guidance map (B, h, w) in [0, 1] into an instruction vector z (B, I)."
     def __init__(self, instruction_dim=128, init_gain=0.02):
@@ -83,15 +109,18 @@ class AttentionEncoder(nn.Module):
             nn.init.xavier_uniform_(fc.weight, gain=init_gain)
             nn.init.zeros_(fc.bias)
 
-    def forward(self, guidance):
-        "Guidance (B, h, w) or (B, 1, h, w) -> instruction z (B, I)."
+    def forward(self, guidance, mask=None):
+        "Guidance (B, h, w) or (B, 1, h, w) -> instruction z (B, I); `mask` (B, h, w), True on padding, keeps it out."
         if guidance.ndim == 3: guidance = guidance[:, None]            # (B, 1, h, w)
         elif guidance.ndim != 4 or guidance.shape[1] != 1:
             raise ValueError(f"AttentionEncoder expects a guidance map of shape (B, h, w) or (B, 1, h, w), got {tuple(guidance.shape)}")
+        if mask is not None: _check_mask(mask, (guidance.shape[0], *guidance.shape[2:]), 'AttentionEncoder')
+        own = None if mask is None else ~mask[:, None]                 # (B, 1, h, w): the image's own patches
         x = guidance.to(self.conv1.weight.dtype)
-        x = F.relu(self.bn1(self.conv1(x)))                           # (B, 32, h, w)
-        x = F.relu(self.bn2(self.conv2(x)))                           # (B, 64, h, w)
-        x = x.mean((2, 3))                                            # (B, 64) global average pool
+        x = F.relu(_batch_norm(self.bn1, self.conv1(_zero_padding(x, own)), own))   # (B, 32, h, w)
+        x = F.relu(_batch_norm(self.bn2, self.conv2(_zero_padding(x, own)), own))   # (B, 64, h, w)
+        if own is None: x = x.mean((2, 3))                            # (B, 64) global average pool
+        else: x = _zero_padding(x, own).sum((2, 3)) / own.sum((2, 3))  # (B, 64) over the image's own patches
         x = F.relu(self.fc1(x))                                       # (B, I)
         return self.norm(self.fc2(x))                                 # (B, I)
 
@@ -145,14 +174,14 @@ class DAGA(nn.Module):
         self.transformer = FeatureTransformer(self.dim, cfg.bottleneck_dim, cfg.residual_scale, cfg.ft_init_gain)
         self.mix = nn.Parameter(torch.tensor(cfg.mix_init))            # m: learnable scalar
 
-    def gate(self, guidance):
-        "Per-image, per-channel gate (B, D) for a guidance map (B, h, w)."
-        return self.gate_generator(self.encoder(guidance))
+    def gate(self, guidance, mask=None):
+        "Per-image, per-channel gate (B, D) for a guidance map (B, h, w); `mask` (B, h, w) True on padding."
+        return self.gate_generator(self.encoder(guidance, mask))
 
-    def forward(self, patches, guidance, return_gate=False):
+    def forward(self, patches, guidance, return_gate=False, mask=None):
         "Adapt patch tokens (B, N, D) under guidance (B, h, w), h*w == N; optionally also return the gate (B, D)."
         _check_daga_inputs(patches, guidance, self.dim)
-        gate = self.gate(guidance)                                    # (B, D)
+        gate = self.gate(guidance, mask)                              # (B, D)
         delta = self.transformer(patches) - patches                   # (B, N, D)
         out = patches + self.mix * gate[:, None, :] * delta            # (B, N, D)
         return (out, gate) if return_gate else out

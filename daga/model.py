@@ -52,9 +52,13 @@ class Features:
     intermediate_cls: dict = field(default_factory=dict)  # {block: (B, D)} final-normed CLS outputs of those blocks
     attention: dict = field(default_factory=dict)       # {block: (B, heads, h*w)} CLS attention, only on request
     gates: dict = field(default_factory=dict)           # {DAGA layer: (B, D)} gate vectors
+    mask: torch.Tensor | None = None                    # (B, h, w) True on padding patches; None: no padding
 
     @property
-    def patch_mean(self): return self.patches.mean(dim=(1, 2))   # (B, D)
+    def patch_mean(self):                               # (B, D), over each image's own patches
+        if self.mask is None: return self.patches.mean(dim=(1, 2))
+        own = (~self.mask)[..., None].to(self.patches.dtype)
+        return (self.patches * own).sum((1, 2)) / own.sum((1, 2))
 
 # %% ../nbs/02_model.ipynb #ccd58f70
 from torch.utils.checkpoint import checkpoint
@@ -112,35 +116,36 @@ class AdaptedViT(nn.Module):
         "True when the guidance block's input is the same on the frozen and the adapted stream."
         return not self.daga_layers or min(self.daga_layers) >= self.guidance_layer
 
-    def _guidance(self, x, rope, lay):
+    def _guidance(self, x, rope, lay, mask=None):
         blk = self.backbone.blocks[self.guidance_layer]
-        with torch.no_grad(): return guidance_map(cls_attention(blk, x, rope, lay.num_prefix), lay.h, lay.w)
+        with torch.no_grad(): return guidance_map(cls_attention(blk, x, rope, lay.num_prefix), lay.h, lay.w, mask=mask)
 
     def _block(self, i, x, **kwargs):
         "Block i on x, run by `self.runner`."
         return self.runner(self.backbone.blocks[i], x, **kwargs)
 
-    def forward(self, images, layers=(), attention=(), adapt: bool = True) -> Features:
+    def forward(self, images, layers=(), attention=(), adapt: bool = True, mask=None) -> Features:
         "Run images (B, 3, H, W) once; `layers`: intermediates to return; `attention`: blocks whose CLS attention to return."
         bb, g = self.backbone, self.guidance_layer
         layers, attention = set(parse_layers(list(layers), bb.depth, 'layer')), set(parse_layers(list(attention), bb.depth, 'attention block'))
+        mask = self.patch_mask(mask, images)           # (B, h, w) True on padding patches, or None
         if self.method is not None:
             with (nullcontext() if adapt else self.method.disabled()):
-                return self._forward_method(images, layers, attention, adapt)
+                return self._forward_method(images, layers, attention, adapt, mask)
         dagas = self.daga_layers if adapt else []
         first = min(dagas) if dagas else bb.depth      # the shared prefix is blocks 0..first
         inter, inter_cls, attn, gates, G = {}, {}, {}, {}, None
         x, rope, lay = bb.prepare(images)
 
-        def before_block(i, x):                        # reads at block i's input
+        def before_block(i, x):                        # reads at block i's input (the baseline's guidance: plots only)
             nonlocal G
-            if i == g and G is None and (dagas or not self.training): G = self._guidance(x, rope, lay)   # baseline: for plots only
+            if i == g and G is None and (dagas or not self.training): G = self._guidance(x, rope, lay, mask)
             if i in attention:
                 with torch.no_grad(): attn[i] = cls_attention(bb.blocks[i], x, rope, lay.num_prefix)
 
         def after_block(i, x):                         # block i's output on the adapted stream
             if i in dagas:
-                patches, gates[i] = self.daga[str(i)](x[:, lay.num_prefix:], G, return_gate=True)
+                patches, gates[i] = self.daga[str(i)](x[:, lay.num_prefix:], G, return_gate=True, mask=mask)
                 x = torch.cat([x[:, :lay.num_prefix], patches], dim=1)
             if i in layers:
                 normed = bb.norm(x)                    # (B, N, D): the final norm, per token
@@ -155,20 +160,20 @@ class AdaptedViT(nn.Module):
             for i in range(first): x = run_block(i, x)
             if dagas:
                 before_block(first, x)
-                x = self._block(first, x, rope=rope)   # block `first` runs once: its output feeds both streams
+                x = self._block(first, x, rope=rope)     # block `first` runs once: its output feeds both streams
                 if first < g:                          # a DAGA layer comes before g: frozen stream on to g's input
                     xf = x
                     for i in range(first + 1, g): xf = self._block(i, xf, rope=rope)
-                    G = self._guidance(xf, rope, lay)
+                    G = self._guidance(xf, rope, lay, mask)
         if dagas:
             x = after_block(first, x)                  # DAGA[first]: the adapted stream starts here, with autograd
             for i in range(first + 1, bb.depth): x = run_block(i, x)
         x = bb.norm(x)
         cls, registers, patches = lay.split(x)
         return Features(cls=cls, patches=lay.grid(patches), registers=registers, layout=lay, guidance=G,
-                        intermediate=inter, intermediate_cls=inter_cls, attention=attn, gates=gates)
+                        intermediate=inter, intermediate_cls=inter_cls, attention=attn, gates=gates, mask=mask)
 
-    def _forward_method(self, images, layers, attention, adapt):
+    def _forward_method(self, images, layers, attention, adapt, mask=None):
         "One stream through a backbone a method changed (LoRA, AdaptFormer, VPT, BitFit, full): autograd from its first block."
         bb, g, m = self.backbone, self.guidance_layer, self.method
         first, n = (m.first_block, m.n_prompts) if adapt else (bb.depth, 0)
@@ -180,7 +185,7 @@ class AdaptedViT(nn.Module):
                 if prompts is not None:
                     x = torch.cat([x[:, :bb.num_prefix], prompts.expand(len(x), -1, -1), x[:, lay.num_prefix:]], dim=1)
                     lay = TokenLayout(bb.num_prefix + n, lay.h, lay.w)    # after CLS and the registers; RoPE leaves them alone
-                if i == g and not self.training: G = self._guidance(x, rope, lay)   # for plots: nothing trains on it
+                if i == g and not self.training: G = self._guidance(x, rope, lay, mask)   # plots: nothing trains on it
                 if i in attention:
                     with torch.no_grad(): attn[i] = cls_attention(bb.blocks[i], x, rope, lay.num_prefix)
                 x = self._block(i, x, rope=rope)
@@ -192,7 +197,7 @@ class AdaptedViT(nn.Module):
         lay = TokenLayout(bb.num_prefix, lay.h, lay.w)
         cls, registers, patches = lay.split(x)
         return Features(cls=cls, patches=lay.grid(patches), registers=registers, layout=lay, guidance=G,
-                        intermediate=inter, intermediate_cls=inter_cls, attention=attn, gates={})
+                        intermediate=inter, intermediate_cls=inter_cls, attention=attn, gates={}, mask=mask)
 
     @staticmethod
     def _to_map(patches, lay):
@@ -202,6 +207,21 @@ class AdaptedViT(nn.Module):
     def extra_repr(self):
         if self.method is not None: return f'method={self.method!r}, guidance_layer={self.guidance_layer}'
         return f'daga_layers={self.daga_layers}, guidance_layer={self.guidance_layer}, one_pass={self.one_pass}'
+
+    def patch_mask(self, mask, images):
+        "A pixel padding mask (B, H, W), True on padding, as one per patch (B, h, w); None when no patch is padding."
+        if mask is None: return None
+        B, _, H, W = images.shape
+        p = self.backbone.patch_size
+        if mask.dtype != torch.bool or tuple(mask.shape) != (B, H, W):
+            raise ValueError(f'mask must be a bool tensor (B, H, W) = {(B, H, W)} matching the images, True on padding '
+                             f'pixels; got {tuple(mask.shape)} {mask.dtype}.')
+        if H % p or W % p: return mask                 # the backbone refuses the images, with the fix
+        own = (~mask).view(B, H // p, p, W // p, p).any(4).any(2)      # (B, h, w): a patch the image reaches into
+        fewest, padding = torch.stack([own.flatten(1).sum(1).min(), (~own).sum()]).tolist()
+        if fewest == 0:
+            raise ValueError('mask marks every pixel of an image as padding: each image needs pixels of its own.')
+        return ~own if padding else None
 
 # %% ../nbs/02_model.ipynb #07b34f5b
 def _backbone_prefixes(model: nn.Module):

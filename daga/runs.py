@@ -67,6 +67,7 @@ class Task:
     predict: Callable                # (model, images: ImageFiles, out_dir, params, classes) -> [files]
     eval_collate: Optional[Callable] = None
     eval_batch_size: Optional[int] = None   # images per evaluation batch and process; None: the training batch's share
+    train_loader: Optional[Callable] = None   # make_loader's signature, for a task that batches its own way (detection)
     monitor_mode: str = 'max'
 
 # %% ../nbs/09b_runs.ipynb #9b000051
@@ -215,7 +216,8 @@ def run_variant(task: Task, p, variant: str = None, method: str = None, restart:
     model = build_model(task, p, len(data.classes), method)
     variant = variant or method_name(model)
     run_dir = p.run_dir() / variant
-    train_dl = make_loader(data.train, per_rank_batch(p.batch_size, env), train=True, seed=p.seed,
+    loader = task.train_loader or make_loader
+    train_dl = loader(data.train, per_rank_batch(p.batch_size, env), train=True, seed=p.seed,
                            num_workers=p.num_workers, rank=env.rank, world_size=env.world_size)
     evaluate = task.make_evaluator(p, len(data.classes))
     if data.val is not None: val, split = data.val, 'val'
