@@ -39,7 +39,7 @@ from .params import BackboneParams, is_generated, resolve_run_name
 from .runs import compare_variants, record_step_time_ratio, upgrade_run_info, variant_state
 from .tasks.registry import TASKS, task_named
 
-# %% ../nbs/14_sweep.ipynb #3ebdf097
+# %% ../nbs/14_sweep.ipynb #2283e7e7
 DAGA_LAYER_SETS = 'none; 11; 5,8,11; 2,5,8,11; 1,2,10,11'     # the reference experiments' five
 RUNNERS, EXECUTORS = ('inprocess', 'papermill', 'submitit'), ('local', 'slurm')
 
@@ -85,9 +85,6 @@ class SweepParams(BackboneParams):
 
     def task_names(self) -> list: return [t.strip() for t in str(self.tasks).split(',') if t.strip()]
     def method_names(self) -> list: return [m.strip() for m in str(self.methods).split(',') if m.strip()]
-    @staticmethod
-    def task_of(name): return task_named(name)
-
     def base_name(self): return f'sweep_{"-".join(self.task_names())}_{self.backbone or "default"}'
 
     def resolved(self):
@@ -399,7 +396,7 @@ def run_point(pt: Point, runner: str = 'inprocess', out=None) -> Outcome:
         atomic_write_json(pt.run_dir / 'failure.json', dict(point=pt.label, error=error, log=str(log)))
         return Outcome(pt, 'failed', error=error, log=str(log), seconds=time.perf_counter() - t0)
 
-# %% ../nbs/14_sweep.ipynb #a833d9e7
+# %% ../nbs/14_sweep.ipynb #e5b68f9a
 def gpu_slots(gpus, per_point: int, check_hardware: bool = True) -> list:
     "The GPU ids of each point running at once: `gpus` in groups of `per_point` (0: all in one); [()] on the CPU."
     ids = parse_gpus(gpus, check_hardware=check_hardware)
@@ -440,9 +437,10 @@ class _Progress:
     def done(self, o: Outcome):
         self.finished, self.failed = self.finished + 1, self.failed + (o.how == 'failed')
         metric = task_named(o.point.task).monitor
-        what = (f"test {metric} {o.summary['test']['selected'][metric]:.4f}" if o.summary is not None
-                else f'FAILED, {(o.error or "").splitlines()[0][:300]} (log: {o.log})')
-        tqdm.write(f'[{self.finished}/{self.total}] {o.point.label}: {o.how}, {what} ({o.seconds:.1f} s)')
+        error = (o.error or 'no summary').splitlines()[0][:300]
+        what = (f"{o.how}, test {metric} {o.summary['test']['selected'][metric]:.4f}" if o.summary is not None
+                else f'FAILED, {error} (log: {o.log})')
+        tqdm.write(f'[{self.finished}/{self.total}] {o.point.label}: {what} ({o.seconds:.1f} s)')
         self.bar.update(1)
 
 def schedule(points: list, slots: list, submit, progress=None, poll_s: float = 0.5) -> list:
