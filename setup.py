@@ -15,17 +15,17 @@ dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 
 setuptools.setup(
     name=cfg['lib_name'],
-    license='Apache Software License 2.0',
+    license='Apache-2.0',                       # an SPDX expression: setuptools prints no licence banner
     classifiers=[
         'Development Status :: 3 - Alpha',
         'Intended Audience :: Science/Research',
-        'License :: OSI Approved :: Apache Software License',
         'Programming Language :: Python :: 3',
         'Topic :: Scientific/Engineering :: Artificial Intelligence',
     ],
     url=cfg['git_url'],
-    packages=setuptools.find_packages(include=['daga', 'daga.*']),
+    packages=setuptools.find_packages(include=['daga', 'daga.*']) + ['daga.weights'],
     include_package_data=True,
+    package_data={'daga.weights': ['*.pth']},   # the tiny backbone's pretrained weights (a data folder, no module)
     install_requires=requirements,
     extras_require={'dev': dev_requirements},
     python_requires='>=' + cfg['min_python'],

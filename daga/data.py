@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['ADE20K_NUM_CLASSES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'NYU_SPLIT_FILES', 'NYU_BORDER_CROP', 'COCO_SPLITS',
            'ImageDecodeError', 'load_image', 'CIFAR', 'ImageFolderDataset', 'ImageFiles', 'ADE20K', 'subsample',
-           'classification_transforms', 'segmentation_transforms', 'holdout_split', 'EpochSeeded', 'EvalShardSampler',
-           'make_loader', 'set_epoch', 'dataset_fingerprint', 'Depth', 'read_split_file', 'load_depth_png',
-           'NYUDepthV2', 'NYUBorderCrop', 'DepthColorAug', 'depth_transforms', 'COCODetection', 'ToCanvas',
-           'detection_transforms']
+           'classification_transforms', 'short_side_size', 'ShortSideResize', 'CropWithLabel', 'PadTo',
+           'segmentation_transforms', 'holdout_split', 'EpochSeeded', 'EvalShardSampler', 'make_loader', 'set_epoch',
+           'dataset_fingerprint', 'Depth', 'read_split_file', 'load_depth_png', 'NYUDepthV2', 'NYUBorderCrop',
+           'DepthColorAug', 'depth_transforms', 'COCODetection', 'ToCanvas', 'detection_transforms']
 
 # %% ../nbs/03_data.ipynb #bf62c20a
 import hashlib
@@ -322,14 +322,75 @@ def classification_transforms(image_size, train, scale=(0.08, 1.0)):
     return v2.Compose([v2.ToImage(), *steps, *_normalize()])
 
 # %% ../nbs/03_data.ipynb #797e96b0
+def short_side_size(height: int, width: int, short: int) -> tuple:
+    "(h, w) with the shorter side at `short` and the longer one rounded, as DINOv3's segmentation evaluation resizes."
+    if height > width: return int(short * height / width + 0.5), short
+    return short, int(short * width / height + 0.5)
+
+class ShortSideResize(v2.Transform):
+    "Shorter side to `size`, longer side rounded (DINOv3's eval resize): images by PIL's bilinear, masks nearest."
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def make_params(self, flat_inputs): return dict(size=short_side_size(*v2.query_size(flat_inputs), self.size))
+
+    def transform(self, inpt, params):
+        h, w = params['size']
+        nearest = v2.InterpolationMode.NEAREST
+        if isinstance(inpt, tv_tensors.Mask): return TF.resize(inpt, [h, w], interpolation=nearest)
+        if isinstance(inpt, Image.Image): return inpt.resize((w, h), Image.Resampling.BILINEAR)
+        if not isinstance(inpt, torch.Tensor): return inpt
+        if inpt.dtype != torch.uint8 or inpt.ndim != 3:
+            raise TypeError(f'ShortSideResize resizes uint8 (3, H, W) images; got {inpt.dtype} {tuple(inpt.shape)}.')
+        resized = Image.fromarray(inpt.permute(1, 2, 0).numpy()).resize((w, h), Image.Resampling.BILINEAR)
+        pixels = torch.from_numpy(np.array(resized)).permute(2, 0, 1).contiguous()         # (3, h, w) uint8
+        return tv_tensors.wrap(pixels, like=inpt) if isinstance(inpt, tv_tensors.Image) else pixels
+
+class CropWithLabel(v2.Transform):
+    "A random crop of at most `size` square, redrawn (10 times at most) while a class covers >= cat_max_ratio."
+    def __init__(self, size: int, cat_max_ratio: float = 0.75, ignore_index: int = 255):
+        super().__init__()
+        self.size, self.cat_max_ratio, self.ignore_index = size, cat_max_ratio, ignore_index
+
+    def make_params(self, flat_inputs):
+        h, w = v2.query_size(flat_inputs)
+        ch, cw = min(h, self.size), min(w, self.size)
+        draw = lambda: (int(torch.randint(0, h - ch + 1, ())), int(torch.randint(0, w - cw + 1, ())))
+        top, left = draw()
+        mask = next((x for x in flat_inputs if isinstance(x, tv_tensors.Mask)), None)
+        for _ in range(10 if mask is not None and self.cat_max_ratio < 1 else 0):
+            labels = mask[..., top:top + ch, left:left + cw]
+            counts = torch.bincount(labels[labels != self.ignore_index].flatten())
+            counts = counts[counts > 0]
+            if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio: break
+            top, left = draw()
+        return dict(top=top, left=left, height=ch, width=cw)
+
+    def transform(self, inpt, params): return self._call_kernel(TF.crop, inpt, **params)
+
+class PadTo(v2.Transform):
+    "Pad at the bottom and right to `size` x `size`: images with 0 (the mean, once normalised), masks with 255."
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def make_params(self, flat_inputs):
+        h, w = v2.query_size(flat_inputs)
+        return dict(padding=[0, 0, max(self.size - w, 0), max(self.size - h, 0)])
+
+    def transform(self, inpt, params):
+        fill = 255 if isinstance(inpt, tv_tensors.Mask) else 0
+        return self._call_kernel(TF.pad, inpt, padding=params['padding'], fill=fill)
+
 def segmentation_transforms(crop_size, train):
     "Joint (image, mask) transform -> (normalised float32 (3, H, W), int64 mask (H, W), 255 = ignore)."
     if train:
         steps = [v2.ToImage(), v2.RandomResize(crop_size // 2, 2 * crop_size + 1, antialias=True),
-                 v2.RandomCrop(crop_size, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: 255}),
-                 v2.RandomHorizontalFlip(), v2.ColorJitter(brightness=0.25, contrast=0.5, saturation=0.5, hue=0.05)]
-    else: steps = [v2.Resize(crop_size, antialias=True)]
-    return v2.Compose(steps + _to_normalized_tensor())
+                 CropWithLabel(crop_size), v2.RandomHorizontalFlip(),
+                 v2.ColorJitter(brightness=0.25, contrast=0.5, saturation=0.5, hue=0.05)]
+        return v2.Compose(steps + _normalize() + [PadTo(crop_size)])
+    return v2.Compose([ShortSideResize(crop_size), v2.ToImage()] + _normalize())
 
 # %% ../nbs/03_data.ipynb #637c8b59
 def holdout_split(train_view, eval_view, val_fraction, seed=0):

@@ -7,7 +7,7 @@ __all__ = ['TaskData', 'Task', 'task_data', 'build_model', 'method_name', 'metho
            'evaluate_split', 'train_config', 'run_fingerprint', 'test_evaluation', 'run_variant', 'variant_state',
            'resolve_everywhere', 'launch_resolved', 'compare_variants', 'record_step_time_ratio', 'evaluate_run',
            'upgrade_run_info', 'upgrade_state_dict', 'read_run_info', 'load_variant', 'adapted_variant', 'predict_run',
-           'read_metrics', 'plot_curves', 'compare_table', 'write_report', 'write_comparison']
+           'read_metrics', 'plot_curves', 'protocol_differences', 'compare_table', 'write_report', 'write_comparison']
 
 # %% ../nbs/09b_runs.ipynb #6d771fb1
 import csv
@@ -28,12 +28,14 @@ from torch.utils.data import DataLoader
 from .backbone import backbone_fingerprint, load_backbone
 from .checkpoint import atomic_write_json, check_same_run, load_checkpoint, read_jsonl
 from .data import EpochSeeded, EvalShardSampler, ImageFiles, dataset_fingerprint, holdout_split, make_loader, subsample
-from .distributed import (all_reduce_sum, barrier, broadcast_object, current_env, per_rank_batch, plan_processes, run_in_processes,
+from .distributed import (all_gather_object, all_reduce_sum, barrier, broadcast_object, current_env,
+                              per_rank_batch, plan_processes, run_in_processes,
                               wrap_model)
 from .heads import TaskModel
 from .methods import make_method, method_class
 from .metrics import plot_confusion
 from .model import AdaptedViT, parse_layers
+from .timing import compare_timings
 from .train import TrainConfig, eval_progress, fit
 
 # %% ../nbs/09b_runs.ipynb #9b000007
@@ -171,7 +173,8 @@ def train_config(task: Task, p, device: str, has_val: bool, adapts: bool) -> Tra
                        weight_decay=p.weight_decay, optimizer=p.optimizer, warmup_epochs=p.warmup_epochs or 0.0,
                        warmup_steps=p.warmup_iters, grad_clip=p.grad_clip, ckpt_every_steps=p.ckpt_every_steps,
                        eval_every=p.eval_every, monitor=f'val_{task.monitor}' if has_val else None,
-                       monitor_mode=task.monitor_mode, seed=p.seed, resume=p.resume, device=device, tracker=p.tracker)
+                       monitor_mode=task.monitor_mode, seed=p.seed, resume=p.resume, device=device, tracker=p.tracker,
+                       **(p.train_options() if hasattr(p, 'train_options') else {}))
 
 def run_fingerprint(p, model, data: TaskData) -> dict:
     "What a resumed run must share with the run it continues."
@@ -230,7 +233,8 @@ def run_variant(task: Task, p, variant: str = None, method: str = None, restart:
                 params_backbone=model.vit.pretrained_params, protocol=p.protocol())
     per_epoch = _per_epoch(evaluate, split)
     summary = fit(wrap_model(model, env), train_dl, val_dl, task.loss, per_epoch, run_dir, cfg,
-                  run_info=info, fingerprint=fingerprint, is_main=env.is_main, reduce_fn=all_reduce_sum, barrier_fn=barrier)
+                  run_info=info, fingerprint=fingerprint, is_main=env.is_main, reduce_fn=all_reduce_sum,
+                  barrier_fn=barrier, rank=env.rank, gather_fn=all_gather_object)
     # without a selection split the last epoch was scored on test with the final weights (here, unless resumed after it)
     scored = split == 'test' and per_epoch.last is not None and f'test_{task.monitor}' in summary['final_metrics']
     summary['test'] = test_evaluation(task, p, model, data, run_dir, summary, env, per_epoch.last if scored else None)
@@ -291,9 +295,8 @@ def _variants(p):
     return ([('baseline', 'frozen')] if p.compare_baseline or not adapts else []) + ([(p.method, p.method)] if adapts else [])
 
 def record_step_time_ratio(summary: dict, frozen: dict) -> dict:
-    "Add to `summary` its median train-step time over the frozen run's (`frozen`, a summary), and write its summary.json."
-    summary.update(step_time_ratio=summary['median_step_time_s'] / frozen['median_step_time_s'],
-                   step_time_ratio_vs=frozen['run_dir'])
+    "Add to `summary` its timing against the frozen run's (time and FLOP ratios, reliability); write its summary.json."
+    summary.update(compare_timings(summary, frozen), step_time_ratio_vs=frozen['run_dir'])
     atomic_write_json(Path(summary['run_dir']) / 'summary.json', summary)
     return summary
 
@@ -496,6 +499,26 @@ def _protocol_note(protocol: dict) -> str:
     return f"Protocol: {protocol['name']}. " + (f"Departures: {'; '.join(departures)}." if departures else 'No departures.')
 def _ratio(x, fmt='.2f', unit='x'): return 'n/a' if x is None else f'{x:{fmt}}{unit}'
 
+def protocol_differences(p, official: dict) -> list:
+    "'name=value (official: value)' for each field of `p` whose value differs from the official protocol's."
+    show = lambda v: ','.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+    same = lambda a, b: list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
+    return [f'{k}={show(getattr(p, k))} (official: {show(v)})' for k, v in official.items()
+            if not same(getattr(p, k), v)]
+
+def _step_times(s) -> str:
+    "'median / min' step time in ms (the median alone for a summary without the statistics)."
+    stats = s.get('step_time_s') if isinstance(s.get('step_time_s'), dict) else {'median': s.get('median_step_time_s')}
+    ms = lambda t: 'n/a' if t is None else f'{1000 * t:.2f}'
+    return ms(stats['median']) + ('' if stats.get('min') is None else f" / {ms(stats['min'])}")
+
+def _time_ratios(s) -> str:
+    "'median / min' ratio to the baseline's step time, with † when the timing is unreliable."
+    if s.get('step_time_ratio') is None: return 'n/a'
+    text = _ratio(s['step_time_ratio'])
+    if s.get('step_time_ratio_min') is not None: text += f" / {_ratio(s['step_time_ratio_min'])}"
+    return text + (' †' if s.get('timing_reliable') is False else '')
+
 def compare_table(summaries, baseline=None, metrics=()) -> str:
     "Markdown table of runs side by side: test metrics (selected and final weights), params added, step time, images/s."
     if not summaries: raise ValueError('compare_table needs at least one summary.')
@@ -504,8 +527,9 @@ def compare_table(summaries, baseline=None, metrics=()) -> str:
     base_params = summaries[baseline]['params_total']
     value = lambda d, m: f'{d[m]:.4f}' if isinstance(d.get(m), (int, float)) else 'n/a'
     rows = ['| run | checkpoint | ' + ''.join(f'test {m} | ' for m in metrics) + ''.join(f'test {m} (final) | ' for m in metrics[:1])
-            + 'params | added vs baseline | trainable | step (ms) | step vs frozen | activations (MB) | images/s |',
-            '|---|---|' + '---:|' * (len(metrics) + len(metrics[:1])) + '---:|---:|---:|---:|---:|---:|---:|']
+            + 'params | added vs baseline | trainable | step (ms), median / min | step vs frozen, median / min '
+            '| FLOPs vs frozen | activations (MB) | images/s |',
+            '|---|---|' + '---:|' * (len(metrics) + len(metrics[:1])) + '---:|---:|---:|---:|---:|---:|---:|---:|']
     for name, s in summaries.items():
         test = s.get('test') or {}
         selected, final = test.get('selected', {}), test.get('final', {})
@@ -514,10 +538,13 @@ def compare_table(summaries, baseline=None, metrics=()) -> str:
         rows.append(f"| {name} | {checkpoint} | " + ''.join(f'{value(selected, m)} | ' for m in metrics)
                     + ''.join(f'{value(final, m)} | ' for m in metrics[:1])
                     + f"{_fmt_int(s['params_total'])} | {'+' if added >= 0 else ''}{_fmt_int(added)} | "
-                    f"{_fmt_int(s['params_trainable'])} | {1000 * s['median_step_time_s']:.2f} | "
-                    f"{_ratio(s.get('step_time_ratio'))} | {_ratio(s.get('activation_memory_mb'), '.1f', '')} | {s['images_per_s']:,.0f} |")
+                    f"{_fmt_int(s['params_trainable'])} | {_step_times(s)} | {_time_ratios(s)} | "
+                    f"{_ratio(s.get('flop_ratio'))} | "
+                    f"{_ratio(s.get('activation_memory_mb'), '.1f', '')} | {s['images_per_s']:,.0f} |")
     notes = sorted({f"Test split: {s['test']['split']}. Checkpoint selection: {s['test']['selection']}."
                     for s in summaries.values() if s.get('test')})
+    notes += [f"† Unreliable timing ({name}): {s['timing_note']}" for name, s in summaries.items()
+              if s.get('timing_reliable') is False]
     notes += sorted({_protocol_note(s['protocol']) for s in summaries.values() if s.get('protocol')})
     return '\n'.join(rows + [''] + notes)
 

@@ -4,12 +4,13 @@
 
 # %% auto #0
 __all__ = ['SHAPES', 'SYNTHETIC_MARKER', 'SHAPE_WNIDS', 'NYU_FOCAL', 'COCO_SHAPE_IDS', 'CORRUPTIONS', 'shape_hue', 'shape_image',
-           'shape_scene', 'is_synthetic', 'write_cifar', 'write_imagefolder', 'write_ade20k', 'depth_scene',
-           'write_nyu', 'tight_box', 'coco_rle', 'coco_scene', 'write_coco', 'corrupt', 'write_imagenet_c',
-           'write_imagenet_a', 'write_imagenet_r']
+           'shape_scene', 'is_synthetic', 'synthetic_cache', 'cached_dataset', 'write_cifar', 'write_imagefolder',
+           'write_ade20k', 'depth_scene', 'write_nyu', 'tight_box', 'coco_rle', 'coco_scene', 'write_coco', 'corrupt',
+           'write_imagenet_c', 'write_imagenet_a', 'write_imagenet_r']
 
 # %% ../nbs/04_synthetic.ipynb #bf266558
 import colorsys
+import hashlib
 import json
 import math
 import os
@@ -168,6 +169,17 @@ def _dataset_folder(final, **call):
 def is_synthetic(folder) -> bool:
     "True if `folder` is a dataset a daga.synthetic writer made (it holds their marker)."
     return folder is not None and (Path(folder).expanduser() / _MARKER).is_file()
+
+# %% ../nbs/04_synthetic.ipynb #sy000002
+def synthetic_cache(*parts) -> Path:
+    "The folder generated datasets are cached in ($DAGA_DATA_CACHE, else ~/.cache/daga/synthetic), joined with `parts`."
+    root = os.environ.get('DAGA_DATA_CACHE') or Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'daga' / 'synthetic'
+    return Path(root).expanduser().joinpath(*parts)
+
+def cached_dataset(writer, **arguments) -> Path:
+    "What `writer(folder, **arguments)` returns, for a folder of the cache that belongs to exactly this call."
+    key = hashlib.sha256(json.dumps(arguments, sort_keys=True, default=list).encode()).hexdigest()[:12]
+    return writer(synthetic_cache(f"{writer.__name__.removeprefix('write_')}-{key}"), **arguments)
 
 # %% ../nbs/04_synthetic.ipynb #f0c0abb5
 _NP_RECONSTRUCT = np.ndarray((0,)).__reduce__()[0]

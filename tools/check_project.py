@@ -49,7 +49,7 @@ for nb in sorted((root / 'nbs').glob('train_*.ipynb')) + sorted((root / 'nbs').g
 r = subprocess.run([sys.executable, str(root / 'tools' / 'make_readme.py'), '--check'], capture_output=True, text=True)
 if r.returncode: problems.append(r.stderr.strip() or r.stdout.strip())
 
-quarto = root / '_quarto.yml'
+quarto = root / 'nbs' / '_quarto.yml'          # where nbdev_docs reads it; names relative to nbs/
 try:
     site = yaml.safe_load(quarto.read_text())
 except Exception as e:
@@ -62,9 +62,9 @@ def named_files(node):
 names = named_files(site.get('website', {}))
 if not names: problems.append('_quarto.yml names no notebooks in website.sidebar.')
 for name in names:
-    if not (root / name).exists(): problems.append(f'_quarto.yml names {name}, which does not exist.')
+    if not (root / 'nbs' / name).exists(): problems.append(f'nbs/_quarto.yml names {name}, which does not exist.')
 for nb in sorted((root / 'nbs').glob('[0-9]*.ipynb')):
-    if f'nbs/{nb.name}' not in names: problems.append(f'nbs/{nb.name} is missing from the _quarto.yml sidebar.')
+    if nb.name not in names: problems.append(f'nbs/{nb.name} is missing from the nbs/_quarto.yml sidebar.')
 
 if problems:
     print('make check found problems:\n- ' + '\n- '.join(problems))

@@ -9,6 +9,8 @@ __all__ = ['knn_memory_bytes', 'knn_scores', 'knn_accuracy']
 import torch
 import torch.nn.functional as F
 
+from ..metrics import accuracy
+
 # %% ../../nbs/21_knn.ipynb #e2100006
 def knn_memory_bytes(query_chunk: int, train_chunk: int, k_max: int, n_train: int = 0, dim: int = 0) -> int:
     "Working memory of knn_scores beyond its inputs and outputs: the normalised training features on the device (n_train x dim), one similarity block and the running top-k."
@@ -46,8 +48,5 @@ def knn_accuracy(train_features, train_labels, test_features, test_labels, num_c
                  temperature: float = 0.07, **kw) -> dict:
     "{k: {'top1', 'top5'}} of the k-NN classifier on (test_features, test_labels)."
     labels = torch.as_tensor(test_labels).long()
-    out = {}
-    for k, votes in knn_scores(train_features, train_labels, test_features, num_classes, ks, temperature, **kw).items():
-        top = votes.topk(min(5, num_classes), dim=1).indices
-        out[k] = {'top1': (top[:, 0] == labels).float().mean().item(), 'top5': (top == labels[:, None]).any(1).float().mean().item()}
-    return out
+    votes = knn_scores(train_features, train_labels, test_features, num_classes, ks, temperature, **kw)
+    return {k: accuracy(v, labels, ks=(1, 5)) for k, v in votes.items()}

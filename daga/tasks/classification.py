@@ -22,7 +22,7 @@ from ..distributed import all_reduce_sum
 from ..heads import LinearClassifier
 from ..metrics import TopKAccuracy
 from ..params import RunParams
-from ..runs import Task, TaskData, compare_variants, task_data, write_report
+from ..runs import Task, TaskData, compare_variants, protocol_differences, task_data, write_report
 from ..synthetic import write_cifar, write_imagefolder
 
 # %% ../../nbs/10_classification.ipynb #a1000007
@@ -40,6 +40,18 @@ class ClassificationParams(RunParams):
                      val_fraction=0.1, num_workers=0, eval_every=1, ckpt_every_steps=0)
     REAL = dict(epochs=10, batch_size=256, lr=1e-3, weight_decay=1e-4, warmup_epochs=1.0, image_size=224, val_fraction=0.1,
                 num_workers='auto', eval_every=1, ckpt_every_steps=500)
+    PROTOCOL = ("no official DINOv3 fine-tuning protocol: DINOv3's classification transforms "
+                "(dinov3/data/transforms.py) and its linear probe's input, [CLS, mean patch] of the last block "
+                "(dinov3/eval/linear.py)")
+
+    def departures(self) -> list:
+        "How this run differs from DINOv3's linear probe (dinov3/eval/linear.py), the nearest official protocol."
+        held = (f'the checkpoint chosen on {self.val_fraction:.0%} of train held out' if self.val_fraction
+                else 'no checkpoint selection, the final weights')
+        return protocol_differences(self, dict(image_size=224, sample_ratio=1.0)) + [
+            f'one head trained by {self.optimizer} at lr {self.lr:g}, warm-up + cosine, {self.epochs or 0} epochs, '
+            f'batch {self.batch_size} (linear probe: SGD at 13 learning rates at once, 10 epochs, on frozen features)',
+            f'{held} (linear probe: the learning rate chosen on the validation set)']
 
     def check_task(self):
         if self.dataset not in _DATASETS: raise ValueError(f'dataset={self.dataset!r}: use one of {", ".join(_DATASETS)}.')

@@ -26,8 +26,9 @@ from ..distributed import all_gather_object, all_reduce_sum
 from ..heads import LinearDepthHead
 from ..metrics import DEPTH_METRICS, DepthMetrics
 from ..model import parse_layers
+from ..backbone import backbone_depth
 from ..params import RunParams
-from ..runs import Task, TaskData, adapted_variant, compare_variants, task_data, write_report
+from ..runs import Task, TaskData, adapted_variant, compare_variants, protocol_differences, task_data, write_report
 from ..synthetic import write_nyu
 
 # %% ../../nbs/13_depth.ipynb #dep50007
@@ -55,16 +56,25 @@ class DepthParams(RunParams):
     max_depth: float = 10.0                 # metres: the last bin and the evaluation's upper bound (NYU: 10)
     sigloss_warmup_iters: Optional[int] = None   # SigLoss on its mean term alone at first; None: 100 real, 10 generated
     eval_flip: bool = True                  # average with the mirrored image's prediction (DINOv3's test-time flip)
+    schedule: Optional[str] = None          # onecycle (DINOv3's; real data) | cosine (warm-up + cosine; generated)
 
     task = 'depth'
     GENERATED = dict(backbone='tiny', epochs=6, batch_size=16, lr=1e-2, weight_decay=1e-4, warmup_epochs=1.0, grad_clip=35.0,
-                     crop_size=[80, 112], sigloss_warmup_iters=10, val_fraction=0.0, eval_every=1, num_workers=0, ckpt_every_steps=0)
+                     crop_size=[80, 112], sigloss_warmup_iters=10, val_fraction=0.0, eval_every=1, num_workers=0,
+                     ckpt_every_steps=0, schedule='cosine')
     REAL = dict(max_iters=38_400, batch_size=16, lr=3e-4, weight_decay=1e-4, warmup_iters=12_800, grad_clip=35.0,
                 crop_size=[416, 544], sigloss_warmup_iters=100, val_fraction=0.0, eval_every=0, num_workers='auto',
-                ckpt_every_steps=1600)
+                ckpt_every_steps=1600, schedule='onecycle')
     FREE = {'eval_flip'}
+    PROTOCOL = "DINOv3's NYU Depth v2 linear depth (dinov3/eval/depth, config-nyu.yaml)"
+    OFFICIAL = dict(max_iters=38_400, batch_size=16, optimizer='adamw', lr=3e-4, weight_decay=1e-4,
+                    warmup_iters=12_800, grad_clip=35.0, crop_size=[416, 544], bin_norm='linear', max_depth=10.0,
+                    sigloss_warmup_iters=100, eval_flip=True, val_fraction=0.0, sample_ratio=1.0)
 
     def check_task(self):
+        if self.schedule not in (None, 'onecycle', 'cosine'):
+            raise ValueError(f"schedule={self.schedule!r}: use 'onecycle' (DINOv3's WarmupOneCycleLR) or 'cosine' "
+                             '(warm-up + cosine).')
         if self.crop_size is not None: self.crop_size = parse_crop(self.crop_size)
         if self.bin_norm not in ('linear', 'softmax', 'sigmoid'):
             raise ValueError(f"bin_norm={self.bin_norm!r}: use 'linear' (DINOv3's default), 'softmax' or 'sigmoid'.")
@@ -76,6 +86,24 @@ class DepthParams(RunParams):
     def resolve_task(self, depth: int):
         "out_indices: the last block unless given."
         self.out_indices = [depth - 1] if self.out_indices in (None, '', []) else parse_layers(self.out_indices, depth, 'out_indices block')
+
+    def train_options(self) -> dict:
+        "The training core's optimizer recipe: DINOv3's one-cycle schedule and beta1, betas (0.9, 0.99), decay on all."
+        if self.schedule != 'onecycle': return {}
+        adamw = self.optimizer in (None, 'adamw')
+        return dict(schedule='onecycle', final_div_factor=1e3, decay_1d=True,
+                    **(dict(beta1_cycle=(0.85, 0.95), betas=(0.9, 0.99)) if adamw else {}))
+
+    def departures(self) -> list:
+        "What this configuration does otherwise than DINOv3's NYU linear depth run, in words."
+        last = backbone_depth(self.backbone) - 1
+        head = f'head on blocks {self.out_indices} (official: the last, [{last}])'
+        out = [] if self.out_indices == [last] else [head]
+        if self.schedule != 'onecycle':
+            out.append('warm-up + cosine schedule, AdamW betas (0.9, 0.999), no weight decay on biases and norms '
+                       '(official: its one-cycle schedule with beta1 0, then 0.85 to 0.95, beta2 0.99, decay on all)')
+        return out + protocol_differences(self, self.OFFICIAL) + [
+            "bf16 autocast on GPU (official: the backbone's dtype, float32 from torch.hub)"]
 
     def base_name(self) -> str:
         "nyu_<backbone>_<method and blocks>_s<seed>: the configuration part of the default run name."
@@ -101,13 +129,18 @@ def build_data(p: DepthParams) -> TaskData:
 # %% ../../nbs/13_depth.ipynb #dep5000f
 SIGLOSS_VARIANCE_FOCUS = 0.15             # the weight of the mean term (DINOv3, AdaBins)
 
-def sig_loss(pred, gt, valid, warmup: bool = False, eps: float = 0.001):
+def sig_loss(pred, gt, valid, warmup=False, eps: float = 0.001):
     "DINOv3's SigLoss on the valid pixels: sqrt(var(g) + 0.15 mean(g)²), g = ln(pred + eps) - ln(gt + eps); the mean term alone in warm-up."
-    if int(valid.sum()) < 2: return pred.sum() * 0.0
-    g = torch.log(pred[valid] + eps) - torch.log(gt[valid] + eps)
-    dg = SIGLOSS_VARIANCE_FOCUS * g.mean() ** 2
-    if not warmup: dg = dg + torch.var(g)
-    return torch.sqrt(dg) if dg > 0 else dg.abs()
+    weight = valid.to(pred.dtype)                                             # 1 on valid pixels, 0 elsewhere
+    n = weight.sum()
+    g = torch.where(valid, torch.log(pred + eps) - torch.log(gt + eps), 0.0)
+    mean = g.sum() / n.clamp_min(1)
+    dg = SIGLOSS_VARIANCE_FOCUS * mean ** 2
+    variance = ((g - mean) ** 2 * weight).sum() / (n - 1).clamp_min(1)       # unbiased, as torch.var
+    if isinstance(warmup, torch.Tensor): dg = dg + torch.where(warmup, 0.0, variance)
+    elif not warmup: dg = dg + variance
+    loss = torch.where(dg > 0, torch.sqrt(torch.where(dg > 0, dg, 1.0)), dg.abs())
+    return torch.where(n >= 2, loss, pred.sum() * 0.0)
 
 def build_head(p, backbone, num_classes: int):
     "DINOv3's linear depth head on the normed patch features of p.out_indices, carrying the run's SigLoss warm-up length."
@@ -122,13 +155,21 @@ def depth_loss(model, batch):
     images, depths = images.to(dev), depths.to(dev)
     pred = model(images, size=depths.shape[-2:]).float()                        # (B, H, W) metres
     head = getattr(model, 'module', model).head
-    warmup = model.training and int(head.bn.num_batches_tracked) <= head.sigloss_warmup_iters   # this step's number, from the BN
+    warmup = model.training and head.bn.num_batches_tracked <= head.sigloss_warmup_iters   # this step's number (BN)
     return sig_loss(pred, depths, depths > 0, warmup=warmup)
 
 # %% ../../nbs/13_depth.ipynb #dep50015
 def _eval_image(image):
     "uint8 (3, H, W) image -> ImageNet-normalised float (1, 3, H, W)."
     return depth_transforms(None, train=False)(image)[None]
+
+def _centre_pad(x, multiple: int = 16):
+    "x (n, 3, h, w) zero-padded to multiples of `multiple`, half per side (one more right, below): as CenterPadding."
+    (h, w), pads = x.shape[-2:], []
+    for size in (w, h):
+        extra = math.ceil(size / multiple) * multiple - size
+        pads += [extra // 2, extra - extra // 2]
+    return F.pad(x, pads)
 
 @torch.no_grad()
 def predict_depths(model, images, p: DepthParams) -> list:
@@ -137,13 +178,12 @@ def predict_depths(model, images, p: DepthParams) -> list:
     by_size = {}
     for k, image in enumerate(images): by_size.setdefault(tuple(image.shape[-2:]), []).append(k)
     for (h, w), ks in by_size.items():
-        H, W = math.ceil(h / 16) * 16, math.ceil(w / 16) * 16
-        x = F.pad(torch.cat([_eval_image(images[k]) for k in ks]).to(dev), (0, W - w, 0, H - h))   # (n, 3, H, W)
+        x = torch.cat([_eval_image(images[k]) for k in ks]).to(dev)           # (n, 3, h, w)
         if p.eval_flip:
-            pair = model(torch.cat([x, x.flip(-1)]), size=(H, W)).float()      # (2n, H, W)
+            pair = model(_centre_pad(torch.cat([x, x.flip(-1)])), size=(h, w)).float()   # (2n, h, w)
             depth = (pair[:len(ks)] + pair[len(ks):].flip(-1)) / 2
-        else: depth = model(x, size=(H, W)).float()
-        for k, d in zip(ks, depth): out[k] = d[:h, :w]
+        else: depth = model(_centre_pad(x), size=(h, w)).float()
+        for k, d in zip(ks, depth): out[k] = d
     return out
 
 def predict_depth(model, image, p: DepthParams):

@@ -24,38 +24,69 @@ from ..distributed import all_reduce_sum
 from ..heads import LinearSegHead, default_out_indices
 from ..metrics import ConfusionMatrix, plot_per_class_iou
 from ..model import parse_layers
+from ..backbone import backbone_depth
 from ..params import RunParams
-from ..runs import Task, TaskData, adapted_variant, compare_variants, task_data, write_report
+from ..runs import Task, TaskData, adapted_variant, compare_variants, protocol_differences, task_data, write_report
 from ..synthetic import write_ade20k
 
 # %% ../../nbs/11_segmentation.ipynb #b1000007
 @dataclass
 class SegmentationParams(RunParams):
     "Every knob of a segmentation run (the papermill parameters and the CLI flags)."
-    out_indices: object = None              # blocks the head concatenates; None: four spread over the backbone, ending at the last
+    out_indices: object = None              # blocks the head concatenates; None: the last (DINOv3's); 2,5,8,11: seeds'
     crop_size: Optional[int] = None         # a multiple of 16; None: 64 on generated data, 512 on real data
     eval_mode: str = 'slide'                # slide (official: crop_size windows every eval_stride) or whole (one resized pass)
     eval_stride: Optional[int] = None       # None: 2/3 of crop_size (341 for 512)
+    schedule: Optional[str] = None          # onecycle (DINOv3's; real data) | cosine (warm-up + cosine; generated)
 
     task = 'segmentation'
     SIZE_FIELD = 'crop_size'
     GENERATED = dict(backbone='tiny', epochs=6, batch_size=16, lr=1e-3, weight_decay=1e-3, warmup_epochs=0.5, crop_size=64,
-                     val_fraction=0.0, eval_every=1, num_workers=0, ckpt_every_steps=0)
-    REAL = dict(max_iters=40_000, batch_size=16, lr=1e-3, weight_decay=1e-3, warmup_iters=1500, grad_clip=35.0, crop_size=512,
-                val_fraction=0.0, eval_every=0, num_workers='auto', ckpt_every_steps=500)
+                     val_fraction=0.0, eval_every=1, num_workers=0, ckpt_every_steps=0, schedule='cosine')
+    REAL = dict(max_iters=40_000, batch_size=16, lr=1e-3, weight_decay=1e-3, warmup_iters=1500, grad_clip=0.0,
+                crop_size=512, val_fraction=0.0, eval_every=0, num_workers='auto', ckpt_every_steps=500,
+                schedule='onecycle')
     FREE = {'eval_mode', 'eval_stride'}
+    PROTOCOL = "DINOv3's ADE20K linear segmentation (dinov3/eval/segmentation, config-ade20k-linear-training.yaml)"
+    OFFICIAL = dict(max_iters=40_000, batch_size=16, optimizer='adamw', lr=1e-3, weight_decay=1e-3, warmup_iters=1500,
+                    grad_clip=0.0, crop_size=512, schedule='onecycle', eval_mode='slide', eval_stride=341,
+                    val_fraction=0.0, sample_ratio=1.0)
 
     def check_task(self):
+        if self.schedule not in (None, 'onecycle', 'cosine'):
+            raise ValueError(f"schedule={self.schedule!r}: use 'onecycle' (DINOv3's WarmupOneCycleLR) or 'cosine' "
+                             '(warm-up + cosine).')
         if self.eval_mode not in ('slide', 'whole'):
             raise ValueError(f"eval_mode={self.eval_mode!r}: use 'slide' (sliding window) or 'whole' (one resized pass).")
         if self.eval_stride is not None and (not isinstance(self.eval_stride, int) or self.eval_stride < 1):
             raise ValueError(f'eval_stride={self.eval_stride!r} must be a positive number of pixels.')
 
     def resolve_task(self, depth: int):
-        "out_indices spread over this backbone's depth unless given; the stride 2/3 of the crop unless given."
-        self.out_indices = (default_out_indices(depth) if self.out_indices in (None, '', []) else
-                            parse_layers(self.out_indices, depth, 'out_indices block'))
+        "out_indices: the last block unless given; the stride 2/3 of the crop unless given."
+        given = self.out_indices not in (None, '', [])
+        self.out_indices = parse_layers(self.out_indices, depth, 'out_indices block') if given else [depth - 1]
         if self.eval_stride is None: self.eval_stride = max(1, self.crop_size * 2 // 3)
+
+    def train_options(self) -> dict:
+        "The training core's optimizer recipe: DINOv3's one-cycle schedule, weight decay on every parameter."
+        if self.schedule != 'onecycle': return {}
+        return dict(schedule='onecycle', warmup_ratio=1e-6, final_div_factor=None, decay_1d=True)
+
+    def departures(self) -> list:
+        "What this configuration does otherwise than DINOv3's ADE20K linear run, in words."
+        depth = backbone_depth(self.backbone)
+        official = {k: v for k, v in self.OFFICIAL.items() if k != 'schedule'}
+        out = []
+        if self.out_indices != [depth - 1]:
+            fusion = ", the seeds' four-block fusion" if self.out_indices == default_out_indices(depth) else ''
+            out.append(f'head on blocks {self.out_indices}{fusion} (official: the last, [{depth - 1}])')
+        if self.schedule != 'onecycle':
+            out.append('warm-up + cosine schedule, no weight decay on biases and norms '
+                       '(official: its one-cycle schedule, decay on all)')
+        out += protocol_differences(self, official)
+        return out + ['bf16 autocast on GPU (official: float32)',
+                      "photometric augmentation by torchvision's ColorJitter (official: its PhotoMetricDistortion)",
+                      "the schedule advances from the first update (official trainer: from the second)"]
 
     def base_name(self) -> str:
         "ade20k_<backbone>_daga<layers>_s<seed>: the configuration part of the default run name."
