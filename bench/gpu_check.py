@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # check this c
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from daga.backbone import load_backbone                            # noqa: E402
 from daga.distributed import wrap_model                            # noqa: E402
-from daga.heads import TaskModel                                   # noqa: E402
+from daga.heads import TaskModel, default_out_indices                # noqa: E402
 from daga.model import AdaptedViT                                  # noqa: E402
 from daga.tasks import detection                                   # noqa: E402
 from daga.tasks.segmentation import segmentation_loss              # noqa: E402
@@ -152,7 +152,9 @@ def _head_for(check, task):
     profile = detection.DetectionParams.REAL if check.cuda else detection.DetectionParams.GENERATED
     names = ('num_queries', 'd_model', 'nhead', 'num_decoder_layers', 'num_encoder_layers', 'dim_feedforward',
              'dropout')
-    return detection.build_head(SimpleNamespace(out_indices=[bb.depth - 1], **{k: profile[k] for k in names}), bb, 80)
+    blocks = default_out_indices(bb.depth) if check.cuda else [bb.depth - 1]     # the real profile's 4 on a GPU
+    return detection.build_head(SimpleNamespace(out_indices=blocks, padding_mask=True,
+                                                **{k: profile[k] for k in names}), bb, 80)
 
 
 def _config(check, task, layers, **vit_kwargs):

@@ -6,7 +6,7 @@
 __all__ = ['parse_value', 'resolve_run_name', 'is_generated', 'mark_generated', 'Params', 'BackboneParams', 'RunParams',
            'resolved', 'method_tag', 'method_config', 'from_dict', 'run_dir', 'trajectory', 'describe', 'protocol']
 
-# %% ../nbs/09a_params.ipynb #9a000005
+# %% ../nbs/09a_params.ipynb #1ae73744
 import json
 import os
 import time
@@ -17,7 +17,7 @@ from typing import Optional, Union
 
 from .backbone import backbone_depth
 from .distributed import parse_gpus
-from .methods import METHODS, MethodConfig
+from .methods import method_class
 from .model import parse_layers
 from .synthetic import SYNTHETIC_MARKER, is_synthetic
 
@@ -68,7 +68,7 @@ def mark_generated(folder) -> str:
     if not is_synthetic(folder): (folder / SYNTHETIC_MARKER).write_text(json.dumps({'writer': 'mark_generated'}) + '\n')
     return str(folder)
 
-# %% ../nbs/09a_params.ipynb #51940f07
+# %% ../nbs/09a_params.ipynb #6ab9a5d5
 _SHARED_FREE = {'output_dir', 'run_name', 'resume', 'eval_only', 'checkpoint', 'predict_dir', 'gpus', 'cpu_procs', 'tracker',
                 'num_workers', 'data_root', 'weights', 'weights_key', 'random_backbone', 'compare_baseline', 'eval_every',
                 'ckpt_every_steps'}   # the backbone's and the data's identity are fingerprinted by hash, not by path
@@ -109,25 +109,20 @@ class RunParams(BackboneParams):
     "Base of every training task's parameters: Params plus the held-out split, the method, the schedule, resume and evaluate-only."
     val_fraction: Optional[float] = None    # share of train held out to select best.pt; 0: no selection (final weights)
     # the method
-    method: str = 'daga'                    # daga | lora | adaptformer | vpt | bitfit | full | frozen (the baseline alone)
+    method: str = 'daga'                    # daga | lora | adaptformer | vpt | vpt_deep | bitfit | full | frozen
     daga_layers: object = '-1'              # blocks the method adapts: -1 (the last), 11, 2,5,8,11, [1, 2, 10, 11] or all; empty: the baseline only
     guidance_layer: int = -1                # block whose CLS attention guides DAGA (and is plotted for every method); -1: the last
     grad_checkpointing: bool = False        # recompute the blocks the backward crosses instead of storing them
     compile: bool = False                   # torch.compile the backbone's blocks (one graph for all twelve)
     compare_baseline: bool = True           # also train the frozen baseline, same seed and data
-    lora_rank: int = 8                      # lora: rank r of the qkv and proj updates
-    lora_alpha: float = 16.0                # lora: updates scaled by alpha / r
-    adapter_dim: int = 64                   # adaptformer: bottleneck width
-    adapter_scale: float = 0.1              # adaptformer: scale s of the adapter branch
-    vpt_tokens: int = 10                    # vpt: prompt tokens
-    vpt_deep: bool = False                  # vpt: new prompts at every adapted block (deep) or at the first only (shallow)
+    method_args: object = None              # the method's hyper-parameters, e.g. {rank: 4} for lora; None: its defaults
     # the schedule
     epochs: Optional[int] = None            # passes over the training set; None: the profile's
     max_iters: Optional[int] = None         # an iteration budget instead of epochs (DINOv3 segmentation: 40000)
     batch_size: Optional[int] = None        # the global batch, split evenly over the processes
     optimizer: Optional[str] = None         # adamw | sgd
     lr: Optional[float] = None              # learning rate of the head (and of the method unless lr_method)
-    lr_method: Optional[float] = None       # learning rate of the method's parameters (DAGA modules, LoRA, ...); None: lr
+    lr_method: Optional[float] = None       # learning rate of the method's parameters; None: its paper's, else lr
     weight_decay: Optional[float] = None    # not on biases, norms and scalars
     warmup_epochs: Optional[float] = None   # linear warm-up before the cosine decay, in epochs
     warmup_iters: Optional[int] = None      # warm-up in iterations instead of epochs
@@ -144,7 +139,7 @@ class RunParams(BackboneParams):
     DEFAULTS = dict(optimizer='adamw', weight_decay=0.0, warmup_epochs=0.0, grad_clip=0.0, eval_every=1, ckpt_every_steps=0,
                     val_fraction=0.0, num_workers=0)      # what a profile does not set
 
-# %% ../nbs/09a_params.ipynb #9a00000a
+# %% ../nbs/09a_params.ipynb #4b23c58a
 def _positive(name, v, kind=int, zero=False):
     ok = isinstance(v, (int, float) if kind is float else int) and not isinstance(v, bool) and (v >= 0 if zero else v > 0)
     if not ok: raise ValueError(f'{name}={v!r} must be {"an integer" if kind is int else "a number"} {">= 0" if zero else "> 0"}.')
@@ -159,12 +154,11 @@ def _check(self):
                          'the best checkpoint, 0 selects nothing (the final weights are the result).')
     for name in ('epochs', 'max_iters', 'batch_size', 'warmup_iters'):
         if get(name) is not None: _positive(name, get(name), zero=name == 'warmup_iters')
-    for name in ('lr', 'lr_method', 'lora_alpha', 'adapter_scale'):
+    for name in ('lr', 'lr_method'):
         if get(name) is not None: _positive(name, get(name), float)
-    for name in ('lora_rank', 'adapter_dim', 'vpt_tokens'):
-        if get(name) is not None: _positive(name, get(name))
-    if get('method') is not None and self.method not in METHODS:
-        raise ValueError(f"method={self.method!r}: use one of {', '.join(METHODS)}.")
+    if get('method') is not None:
+        method = method_class(self.method)                 # an unknown method: the error names the registered ones
+        if hasattr(self, 'method_args'): method.config(self.method_args)
     for name in ('weight_decay', 'warmup_epochs', 'grad_clip'):
         if get(name) is not None: _positive(name, get(name), float, zero=True)
     for name in ('eval_every', 'ckpt_every_steps', 'num_workers', 'cpu_procs'):
@@ -192,7 +186,7 @@ def _check(self):
 Params.check = _check
 Params.check_task = lambda self: None
 
-# %% ../nbs/09a_params.ipynb #9a00000c
+# %% ../nbs/09a_params.ipynb #39b42643
 def _auto_workers(p) -> int:
     "Loader processes per training process: up to 8, the cores shared among the training processes."
     nproc = max(1, len(parse_gpus(p.gpus, check_hardware=False)) or p.cpu_procs or 1)
@@ -237,8 +231,13 @@ def resolved(self):
     if self.run_name is None: sources['run_name'] = 'the newest run of this configuration' if existing else 'new, timestamped'
     depth = backbone_depth(p.backbone) if getattr(p, 'backbone', None) else None
     if hasattr(p, 'daga_layers'):
-        p.daga_layers = parse_layers(p.daga_layers, depth)
+        method = method_class(p.method)
+        p.daga_layers = method.effective_layers(parse_layers(p.daga_layers, depth))   # shallow VPT: the first block
         p.guidance_layer = parse_layers([p.guidance_layer], depth, 'guidance layer')[0]
+        p.method_args = method.args(p.method_args)                                    # every hyper-parameter, explicit
+        if p.lr_method is None and method.default_lr(p.optimizer) is not None:
+            p.lr_method = method.default_lr(p.optimizer)
+            sources['lr_method'] = f'{p.method} paper default ({p.optimizer})'
     p.resolve_task(depth)
     name = resolve_run_name(Path(p.output_dir) / p.task, p.base_name(), p.run_name, existing)
     paths = {k: absolute(getattr(p, k)) for k in ('data_root', 'weights', 'output_dir', 'predict_dir', 'checkpoint') if hasattr(p, k)}
@@ -256,9 +255,9 @@ def method_tag(self) -> str:
     every = len(layers) > 1 and layers == list(range(backbone_depth(self.backbone)))
     return self.method + ('all' if every else '-'.join(map(str, layers)) or 'none')
 
-def method_config(self) -> MethodConfig:
-    "The hyper-parameters of the method (daga.methods.MethodConfig)."
-    return MethodConfig(**{f.name: getattr(self, f.name) for f in fields(MethodConfig)})
+def method_config(self):
+    "The config dataclass of the method (its class in daga.methods) from `method_args`."
+    return method_class(self.method).config(self.method_args)
 
 RunParams.base_name = lambda self: f'{self.task}_{self.backbone}_{self.method_tag()}_s{self.seed}'
 RunParams.method_config, RunParams.method_tag = method_config, method_tag

@@ -6,10 +6,10 @@
 __all__ = ['TaskData', 'Task', 'task_data', 'build_model', 'method_name', 'method_layers', 'method_params', 'eval_loader',
            'evaluate_split', 'train_config', 'run_fingerprint', 'test_evaluation', 'run_variant', 'variant_state',
            'resolve_everywhere', 'launch_resolved', 'compare_variants', 'record_step_time_ratio', 'evaluate_run',
-           'upgrade_run_info', 'read_run_info', 'load_variant', 'adapted_variant', 'predict_run', 'read_metrics',
-           'plot_curves', 'protocol_differences', 'compare_table', 'write_report', 'write_comparison']
+           'upgrade_run_info', 'upgrade_state_dict', 'read_run_info', 'load_variant', 'adapted_variant', 'predict_run',
+           'read_metrics', 'plot_curves', 'protocol_differences', 'compare_table', 'write_report', 'write_comparison']
 
-# %% ../nbs/09b_runs.ipynb #9b000005
+# %% ../nbs/09b_runs.ipynb #6d771fb1
 import csv
 import dataclasses
 import hashlib
@@ -33,7 +33,7 @@ from .distributed import (all_gather_object, all_reduce_sum, barrier, broadcast_
                               per_rank_batch, plan_processes, run_in_processes,
                               wrap_model)
 from .heads import TaskModel
-from .methods import make_method
+from .methods import make_method, method_class
 from .metrics import plot_confusion
 from .model import AdaptedViT, parse_layers
 from .timing import compare_timings
@@ -83,7 +83,7 @@ def task_data(p, train, train_eval, test, classes, train_name: str, test_name: s
     return TaskData(EpochSeeded(train, p.seed), val, test, list(classes), f'{test_name} ({len(test)} images)', val_name,
                     fingerprint)
 
-# %% ../nbs/09b_runs.ipynb #9b000009
+# %% ../nbs/09b_runs.ipynb #5dfab5cd
 def _seeded(seed, build):
     "build() with torch's global generator seeded by `seed`, and left as it was afterwards."
     with torch.random.fork_rng(devices=[]):
@@ -105,10 +105,13 @@ def build_model(task: Task, p, num_classes: int, method: str = None, layers=None
         if late:
             raise ValueError(f'{"DAGA" if name == "daga" else name} layer(s) {late} come after the last block the head reads '
                              f'({reads}), so they cannot change its input: use daga_layers <= {max(reads)}, or let the head read a later block.')
+    args = p.method_args if method == p.method else None          # the baseline (or another method): its defaults
+    original = lambda: load_backbone(p.backbone, p.weights, weights_key=p.weights_key)   # read to switch full off
     def adapted():
-        other = make_method(method, backbone, layers, p.method_config()) if layers else None
-        return AdaptedViT(backbone, layers if method == 'daga' else [], guidance_layer=p.guidance_layer, method=other,
-                          grad_checkpointing=p.grad_checkpointing, compile=p.compile)
+        other = make_method(method, backbone, layers, args, original=original) if layers else None
+        cfg = method_class('daga').config(args) if method == 'daga' else None
+        return AdaptedViT(backbone, layers if method == 'daga' else [], guidance_layer=p.guidance_layer, cfg=cfg,
+                          method=other, grad_checkpointing=p.grad_checkpointing, compile=p.compile)
     vit = _seeded(p.seed + 1, adapted)
     vit.weights_fingerprint, vit.pretrained_params = weights, pretrained
     return TaskModel(vit, head)
@@ -321,7 +324,7 @@ def _compare_here(task: Task, p) -> dict:
     barrier()
     return summaries
 
-# %% ../nbs/09b_runs.ipynb #9b000013
+# %% ../nbs/09b_runs.ipynb #78c68f16
 _EVAL_OVERRIDES = {'data_root', 'weights', 'weights_key', 'num_workers', 'gpus', 'cpu_procs', 'output_dir', 'run_name',
                    'eval_only', 'checkpoint', 'predict_dir', 'tracker'}
 
@@ -365,7 +368,7 @@ def evaluate_run(task: Task, p) -> dict:
     if p.checkpoint is not None:
         ckpt = Path(p.checkpoint)
         q, model, data = _rebuild(task, p, ckpt.parent)
-        model.load_trainable_state_dict(load_checkpoint(ckpt)['model'])
+        model.load_trainable_state_dict(upgrade_state_dict(load_checkpoint(ckpt)['model']))
         metrics = evaluate_split(task, q, model.to(device), data.test, len(data.classes), env, f'test ({ckpt.name})')
         confusion = metrics.pop('confusion', None)
         result = dict(checkpoint=str(ckpt), split=data.test_split, metrics=metrics)
@@ -377,7 +380,7 @@ def evaluate_run(task: Task, p) -> dict:
     summaries = {}
     for variant_dir in sorted(d for d in out.iterdir() if (d / 'last.pt').exists()):
         q, model, data = _rebuild(task, p, variant_dir)
-        model.load_trainable_state_dict(load_checkpoint(variant_dir / 'last.pt')['model'])
+        model.load_trainable_state_dict(upgrade_state_dict(load_checkpoint(variant_dir / 'last.pt')['model']))
         summary = json.loads((variant_dir / 'summary.json').read_text()) if (variant_dir / 'summary.json').exists() else None
         if summary is None:
             raise FileNotFoundError(f'{variant_dir} has no summary.json: its training did not finish. Resume it '
@@ -387,9 +390,23 @@ def evaluate_run(task: Task, p) -> dict:
         summaries[variant_dir.name] = summary
     return summaries
 
-# %% ../nbs/09b_runs.ipynb #9b000061
+# %% ../nbs/09b_runs.ipynb #8d0ff844
+_FLAT_METHOD_ARGS = {'lora_rank': ('lora', 'rank'), 'lora_alpha': ('lora', 'alpha'), 'vpt_tokens': ('vpt', 'tokens'),
+                     'adapter_dim': ('adaptformer', 'dim'), 'adapter_scale': ('adaptformer', 'scale')}   # the old names
+
+def _upgrade_flat_method_args(params: dict) -> dict:
+    "Flat per-method fields (lora_rank, ..., vpt_deep) -> the run method's `method_args`; deep VPT -> vpt_deep."
+    params = dict(params)
+    if 'vpt_deep' in params and params.pop('vpt_deep') and params.get('method') == 'vpt': params['method'] = 'vpt_deep'
+    flat = {k: params.pop(k) for k in list(params) if k in _FLAT_METHOD_ARGS}
+    if flat and 'method_args' not in params:
+        family = params.get('method', '').removesuffix('_deep')
+        params['method_args'] = {_FLAT_METHOD_ARGS[k][1]: v for k, v in flat.items()
+                                 if _FLAT_METHOD_ARGS[k][0] == family}
+    return params
+
 def upgrade_run_info(info: dict) -> dict:
-    "A config.json's run_info in today's format: pre-methods records (daga_layers, params_daga, lr_daga) renamed."
+    "A config.json's run_info in today's format: pre-methods records (daga_layers, ...) and flat method fields renamed."
     info = dict(info)
     if 'method' not in info and 'daga_layers' in info:
         info['method_layers'] = info.pop('daga_layers')
@@ -397,7 +414,14 @@ def upgrade_run_info(info: dict) -> dict:
         if 'params_daga' in info: info['params_method'] = info.pop('params_daga')
     if 'params' in info and 'lr_daga' in info['params']:
         info['params'] = {('lr_method' if k == 'lr_daga' else k): v for k, v in info['params'].items()}
+    if 'params' in info:
+        info['params'] = _upgrade_flat_method_args(info['params'])
+        if info.get('method') == 'vpt' and info['params'].get('method') == 'vpt_deep': info['method'] = 'vpt_deep'
     return info
+
+def upgrade_state_dict(state: dict) -> dict:
+    "A checkpoint's trainable tensors under today's names: LoRA's qkv.parametrizations.weight.0.A becomes qkv.A."
+    return {k.replace('.parametrizations.weight.0.', '.'): v for k, v in state.items()}
 
 def read_run_info(variant_dir) -> dict:
     "The run_info of a variant folder's config.json, in today's format (see upgrade_run_info)."
@@ -407,7 +431,7 @@ def read_run_info(variant_dir) -> dict:
                                 '(it holds config.json and its checkpoints).')
     return upgrade_run_info(json.loads(path.read_text())['run_info'])
 
-# %% ../nbs/09b_runs.ipynb #9b000041
+# %% ../nbs/09b_runs.ipynb #27d4e14e
 def load_variant(task: Task, variant_dir, checkpoint: str = None, **overrides):
     "(model in eval mode, its params, its classes) of a run's variant folder, with the selected or the named checkpoint."
     variant_dir = Path(variant_dir)
@@ -417,7 +441,7 @@ def load_variant(task: Task, variant_dir, checkpoint: str = None, **overrides):
     if checkpoint is None:
         summary = variant_dir / 'summary.json'
         checkpoint = json.loads(summary.read_text()).get('test', {}).get('checkpoint', 'last.pt') if summary.exists() else 'last.pt'
-    model.load_trainable_state_dict(load_checkpoint(variant_dir / checkpoint)['model'])
+    model.load_trainable_state_dict(upgrade_state_dict(load_checkpoint(variant_dir / checkpoint)['model']))
     return model.eval(), p, info['classes']
 
 def adapted_variant(variants: dict):
