@@ -100,7 +100,7 @@ class Params:
 class BackboneParams(Params):
     "Params of a run on a backbone: which one, with which weights."
     backbone: Optional[str] = None          # tiny | vits16 | vits16plus | vitb16 | vitl16 | vith16plus | a timm DINOv3 name; None: tiny on generated data, required with data_root
-    weights: Optional[str] = None           # Meta .pth, timm file or Hugging Face folder; None: random init
+    weights: Optional[str] = None           # Meta .pth, timm file, HF folder, pretrained or random; None: tiny pretrained, others random
     weights_key: Optional[str] = None       # which weights of a raw DINOv3 training checkpoint: teacher or student
     random_backbone: bool = False           # allow a random-init backbone on real data (debugging only)
 
@@ -202,7 +202,7 @@ def _require_real_backbone(p):
         raise ValueError(f'data_root={p.data_root} is real data: name the backbone its weights belong to, e.g. '
                          "backbone='vitb16' weights='dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth' (the tiny backbone is "
                          'for generated data).')
-    if (p.backbone == 'tiny' or p.weights is None) and not p.random_backbone:
+    if (p.backbone == 'tiny' or p.weights in (None, 'random')) and not p.random_backbone:
         what = "the tiny test backbone" if p.backbone == 'tiny' else f'a random-init {p.backbone}'
         raise ValueError(f'refusing to train {what} on real data ({p.data_root}): its numbers would describe no '
                          'pretrained model. Pass weights= (Meta\'s DINOv3 checkpoint) with a real backbone, or '
@@ -212,7 +212,7 @@ _EXCLUSIVE = (('epochs', 'max_iters'), ('warmup_epochs', 'warmup_iters'))   # th
 
 def resolved(self):
     "A copy ready to run: profile defaults filled, generated data written, layers explicit, run name chosen, paths absolute."
-    absolute = lambda path: None if path is None else str(Path(path).expanduser().resolve())
+    absolute = lambda path: path if path in (None, 'pretrained', 'random') else str(Path(path).expanduser().resolve())
     profile = 'generated' if self.data_root is None or is_generated(self.data_root) else 'real'
     defaults = {**self.DEFAULTS, **getattr(self, profile.upper())}
     chosen = lambda name: getattr(self, name, None) is not None and self._sources.get(name, 'given') == 'given'
