@@ -36,6 +36,7 @@ class ClassificationParams(RunParams):
 
     task = 'classification'
     SIZE_FIELD = 'image_size'
+    DATA_LAYOUT = 'a CIFAR folder (cifar-10-batches-py, cifar-100-python) or an ImageFolder (train/ and val/ class folders)'
     GENERATED = dict(backbone='tiny', epochs=4, batch_size=64, lr=1e-2, weight_decay=1e-4, warmup_epochs=0.5, image_size=128,
                      val_fraction=0.1, num_workers=0, eval_every=1, ckpt_every_steps=0)
     REAL = dict(epochs=10, batch_size=256, lr=1e-3, weight_decay=1e-4, warmup_epochs=1.0, image_size=224, val_fraction=0.1,

@@ -59,6 +59,7 @@ class DepthParams(RunParams):
     schedule: Optional[str] = None          # onecycle (DINOv3's; real data) | cosine (warm-up + cosine; generated)
 
     task = 'depth'
+    DATA_LAYOUT = 'an NYU Depth v2 folder (nyu_train.txt, nyu_test.txt and the scene folders) or its parent'
     GENERATED = dict(backbone='tiny', epochs=6, batch_size=16, lr=1e-2, weight_decay=1e-4, warmup_epochs=1.0, grad_clip=35.0,
                      crop_size=[80, 112], sigloss_warmup_iters=10, val_fraction=0.0, eval_every=1, num_workers=0,
                      ckpt_every_steps=0, schedule='cosine')

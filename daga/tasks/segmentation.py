@@ -41,6 +41,7 @@ class SegmentationParams(RunParams):
 
     task = 'segmentation'
     SIZE_FIELD = 'crop_size'
+    DATA_LAYOUT = 'the ADEChallengeData2016 folder (images/ and annotations/) or its parent'
     GENERATED = dict(backbone='tiny', epochs=6, batch_size=16, lr=1e-3, weight_decay=1e-3, warmup_epochs=0.5, crop_size=128,
                      val_fraction=0.0, eval_every=1, num_workers=0, ckpt_every_steps=0, schedule='cosine')
     REAL = dict(max_iters=40_000, batch_size=16, lr=1e-3, weight_decay=1e-3, warmup_iters=1500, grad_clip=0.0,
