@@ -254,7 +254,6 @@ _EXCLUSIVE = (('epochs', 'max_iters'), ('warmup_epochs', 'warmup_iters'))   # th
 
 def resolved(self):
     "A copy ready to run: profile defaults filled, generated data written, layers explicit, run name chosen, paths absolute."
-    check_inputs(self)                      # every problem with the inputs at once, before any work
     absolute = lambda path: path if path in (None, 'pretrained', 'random') else str(Path(path).expanduser().resolve())
     profile = 'generated' if self.data_root is None or is_generated(self.data_root) else 'real'
     defaults = {**self.DEFAULTS, **getattr(self, profile.upper())}

@@ -143,7 +143,7 @@ class FeatureParams(BackboneParams):
 
     def generate_data(self) -> Path:
         "A small ImageFolder shapes world in the dataset cache (daga.synthetic.synthetic_cache)."
-        return cached_dataset(write_imagefolder, n_train_per_class=60, n_val_per_class=15, image_size=self.image_size, seed=0)
+        return cached_dataset(write_imagefolder, n_train_per_class=120, n_val_per_class=30, image_size=self.image_size, seed=0)
 
 # %% ../../nbs/20_features.ipynb #e2000009
 def daga_run(from_run) -> Path:

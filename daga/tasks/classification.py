@@ -64,7 +64,7 @@ class ClassificationParams(RunParams):
     def generate_data(self) -> Path:
         "A small shapes world in the dataset's real on-disk format, in the dataset cache (daga.synthetic.synthetic_cache)."
         if self.dataset == 'imagefolder':
-            return cached_dataset(write_imagefolder, n_train_per_class=60, n_val_per_class=15, image_size=self.image_size, seed=0)
+            return cached_dataset(write_imagefolder, n_train_per_class=120, n_val_per_class=30, image_size=self.image_size, seed=0)
         return cached_dataset(write_cifar, dataset=self.dataset, n_train=1500, n_test=500, seed=0)
 
 # %% ../../nbs/10_classification.ipynb #a100000c
