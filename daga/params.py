@@ -102,7 +102,7 @@ class Params:
 class BackboneParams(Params):
     "Params of a run on a backbone: which one, with which weights."
     backbone: Optional[str] = None          # tiny | vits16 | vits16plus | vitb16 | vitl16 | vith16plus | a timm DINOv3 name; None: tiny on generated data, required with data_root
-    weights: Optional[str] = None           # Meta .pth, timm file, HF folder, pretrained or random; None: tiny pretrained, others random
+    weights: Optional[str] = None           # checkpoint, pretrained or random; None: tiny pretrained, others random
     weights_key: Optional[str] = None       # which weights of a raw DINOv3 training checkpoint: teacher or student
     random_backbone: bool = False           # allow a random-init backbone on real data (debugging only)
 

@@ -278,7 +278,7 @@ def resolve_everywhere(p):
 from .params import check_inputs
 
 def launch_resolved(label: str, fn, p, *args):
-    "p checked, resolved once and printed with where each value came from, then fn(*args, p) in the processes p asks for."
+    "p checked, resolved once, printed with where each value came from; fn(*args, p) in the processes p asks for."
     check_inputs(p)                         # every problem with the inputs at once (daga.params), before any work
     p = resolve_everywhere(p)
     if current_env().is_main: print(f'{label}: {p.run_dir()}\n{p.describe()}', flush=True)

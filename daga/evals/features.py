@@ -47,7 +47,7 @@ class FeatureParams(BackboneParams):
     "Every knob of the frozen-feature evaluations (k-NN, linear probe, logistic regression) of a frozen backbone and a DAGA run."
     from_run: Optional[str] = None          # a finished classification run (its folder or its daga/ folder): its DAGA modules, backbone and data
     dataset: str = 'imagefolder'            # imagefolder (train/ and val/ class folders, e.g. ImageNet) | cifar10 | cifar100
-    image_size: Optional[int] = None        # centre crop; None: 128 on generated data, 224 on real data (resized to 256/224 of it first)
+    image_size: Optional[int] = None        # centre crop; None: 128 generated, 224 real (resized to 256/224 first)
     batch_size: Optional[int] = None        # images per extraction step, over all processes
     compare_baseline: bool = True           # also evaluate the frozen backbone without DAGA
     n_blocks: int = 4                       # CLS tokens of the last n blocks kept (for linear_inputs 'blocks+patch')
@@ -143,7 +143,8 @@ class FeatureParams(BackboneParams):
 
     def generate_data(self) -> Path:
         "A small ImageFolder shapes world in the dataset cache (daga.synthetic.synthetic_cache)."
-        return cached_dataset(write_imagefolder, n_train_per_class=120, n_val_per_class=30, image_size=self.image_size, seed=0)
+        return cached_dataset(write_imagefolder, n_train_per_class=120, n_val_per_class=30, image_size=self.image_size,
+                              seed=0)
 
 # %% ../../nbs/20_features.ipynb #e2000009
 def daga_run(from_run) -> Path:

@@ -29,7 +29,8 @@ from .features import FeatureParams, feature_model, feature_splits
 from .linear import linear_input
 from ..params import Params
 from ..runs import _protocol_note, launch_resolved, load_variant, read_run_info
-from ..synthetic import SHAPE_WNIDS, SYNTHETIC_MARKER, cached_dataset, write_imagenet_a, write_imagenet_c, write_imagenet_r
+from ..synthetic import (SHAPE_WNIDS, SYNTHETIC_MARKER, cached_dataset, write_imagenet_a, write_imagenet_c,
+                            write_imagenet_r)
 from ..tasks import classification
 
 # %% ../../nbs/25_robustness.ipynb #e2500007

@@ -34,7 +34,7 @@ from ..synthetic import cached_dataset, write_ade20k
 class SegmentationParams(RunParams):
     "Every knob of a segmentation run (the papermill parameters and the CLI flags)."
     out_indices: object = None              # blocks the head concatenates; None: the last (DINOv3's); 2,5,8,11: seeds'
-    crop_size: Optional[int] = None         # a multiple of 16; None: 128 on generated data (8 x 8 patches), 512 on real data
+    crop_size: Optional[int] = None         # a multiple of 16; None: 128 on generated data (8 x 8 patches), 512 real
     eval_mode: str = 'slide'                # slide (official: crop_size windows every eval_stride) or whole (one resized pass)
     eval_stride: Optional[int] = None       # None: 2/3 of crop_size (341 for 512)
     schedule: Optional[str] = None          # onecycle (DINOv3's; real data) | cosine (warm-up + cosine; generated)
