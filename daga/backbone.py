@@ -395,7 +395,7 @@ def load_weights(backbone: DINOv3Backbone, weights, weights_key: str | None = No
 # %% ../nbs/00_backbone.ipynb #bk000002
 WEIGHTS_DIR = Path(daga.__file__).parent / 'weights'                       # installed with the package
 PRETRAINED = {'tiny': 'dinov3_vittiny16_pretrain_shapes-19b6cf32.pth'}   # weights that ship in daga/weights/
-DEFAULT_WEIGHTS = {}                                                     # name -> 'pretrained' | 'random'; absent: 'random'
+DEFAULT_WEIGHTS = {'tiny': 'pretrained'}     # name -> 'pretrained' | 'random'; absent: 'random'
 
 def pretrained_weights(name: str) -> Path:
     "The path of the weights that ship with backbone `name` (only 'tiny' has them)."

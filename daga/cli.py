@@ -24,7 +24,7 @@ from .distributed import cleanup, init_distributed, parse_gpus
 from .evals.features import FeatureParams
 from .evals.probes import evaluate_features, feature_table
 from .evals.robustness import RobustnessParams, evaluate_robustness, robustness_table
-from .params import _base_type, parse_value
+from .params import _base_type, check_inputs, parse_value
 from .runs import compare_table, compare_variants
 from .sweep import SweepParams, results_table, run_sweep
 from .tasks import registry
@@ -117,11 +117,14 @@ def _fail(message, status=2, program='daga_train'):
 def _run(argv, program):
     "PROGRAM NAME --name value ...: run the command with its notebook's parameters; one rank when started by torchrun."
     argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ('-h', '--help'):
+    fail = partial(_fail, program=program)
+    if not argv: fail(f'no {"task" if program == "daga_train" else "evaluation"} given.\n{_usage(program)}')
+    if argv[0] in ('-h', '--help'):
         print(_usage(program))
         return
-    fail = partial(_fail, program=program)
-    try: name, params = parse_params(argv, program)
+    try:
+        name, params = parse_params(argv, program)
+        check_inputs(params)                # every problem with the inputs, before any process or data is touched
     except ValueError as e: fail(e)
     command = PROGRAMS[program][name]
     if 'WORLD_SIZE' in os.environ and not command.torchrun:

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['parse_value', 'resolve_run_name', 'is_generated', 'mark_generated', 'Params', 'BackboneParams', 'RunParams',
-           'resolved', 'method_tag', 'method_config', 'from_dict', 'run_dir', 'trajectory', 'describe', 'protocol']
+           'InputError', 'input_problems', 'check_inputs', 'resolved', 'method_tag', 'method_config', 'from_dict',
+           'run_dir', 'trajectory', 'describe', 'protocol']
 
 # %% ../nbs/09a_params.ipynb #1ae73744
 import json
@@ -93,6 +94,7 @@ class Params:
     DEFAULTS = dict(num_workers=0)          # what a profile does not set
     GENERATED, REAL, FREE = {}, {}, set()
     SIZE_FIELD = None                       # the field holding the input size (a multiple of the patch size)
+    DATA_LAYOUT = 'the dataset folder'      # what data_root must be, in words (for the message when it is missing)
 
     def __post_init__(self): self.check()
 
@@ -100,7 +102,7 @@ class Params:
 class BackboneParams(Params):
     "Params of a run on a backbone: which one, with which weights."
     backbone: Optional[str] = None          # tiny | vits16 | vits16plus | vitb16 | vitl16 | vith16plus | a timm DINOv3 name; None: tiny on generated data, required with data_root
-    weights: Optional[str] = None           # Meta .pth, timm file or Hugging Face folder; None: random init
+    weights: Optional[str] = None           # checkpoint, pretrained or random; None: tiny pretrained, others random
     weights_key: Optional[str] = None       # which weights of a raw DINOv3 training checkpoint: teacher or student
     random_backbone: bool = False           # allow a random-init backbone on real data (debugging only)
 
@@ -186,6 +188,46 @@ def _check(self):
 Params.check = _check
 Params.check_task = lambda self: None
 
+# %% ../nbs/09a_params.ipynb #f1rst0ex
+class InputError(ValueError):
+    "Every problem with a run's inputs, found before any work, in one message."
+
+def input_problems(p) -> list:
+    "Each problem with p's inputs (data folder, backbone name, weights, block indices), in words with its fix."
+    from daga.backbone import PRETRAINED, resolve_backbone_name
+    problems, depth = [], None
+    data = None if getattr(p, 'data_root', None) is None else Path(p.data_root).expanduser()
+    if data is not None and not data.is_dir():
+        problems.append(f'data_root={p.data_root} ' + ('is a file, not a folder' if data.exists() else 'does not exist')
+                        + f': pass {p.DATA_LAYOUT}, or leave data_root out to generate a small one.')
+    backbone, weights = getattr(p, 'backbone', None), getattr(p, 'weights', None)
+    try:
+        resolve_backbone_name(backbone or 'tiny')
+        depth = backbone_depth(backbone or 'tiny')
+    except ValueError as e: problems.append(f'backbone={backbone!r}: {e}')
+    if weights == 'pretrained' and (backbone or 'tiny') not in PRETRAINED:
+        problems.append(f"weights='pretrained': no weights ship with backbone {backbone!r} (only with "
+                        f"{', '.join(PRETRAINED)}): pass the path of Meta's DINOv3 checkpoint for it.")
+    elif weights not in (None, 'pretrained', 'random') and not Path(weights).expanduser().exists():
+        problems.append(f'weights={weights} does not exist: pass a checkpoint file (Meta .pth, timm) or a Hugging Face '
+                        "folder, or 'pretrained' / 'random'.")
+    if depth is not None and hasattr(p, 'daga_layers'):
+        for name, layers, what in (('daga_layers', p.daga_layers, 'DAGA layer'),
+                                   ('guidance_layer', [p.guidance_layer], 'guidance layer')):
+            try: parse_layers(layers, depth, what)
+            except ValueError as e: problems.append(f'{name}: {e}')
+    if data is not None and data.is_dir() and not is_generated(data) and hasattr(p, 'backbone'):
+        try: _require_real_backbone(p)
+        except ValueError as e: problems.append(str(e))
+    return problems
+
+def check_inputs(p):
+    "Raise one InputError naming every problem with p's inputs (input_problems), before any work is done."
+    problems = input_problems(p)
+    if len(problems) == 1: raise InputError(problems[0])
+    if problems: raise InputError(f'{len(problems)} problems with the inputs:\n- ' + '\n- '.join(problems))
+
+
 # %% ../nbs/09a_params.ipynb #39b42643
 def _auto_workers(p) -> int:
     "Loader processes per training process: up to 8, the cores shared among the training processes."
@@ -198,7 +240,7 @@ def _require_real_backbone(p):
         raise ValueError(f'data_root={p.data_root} is real data: name the backbone its weights belong to, e.g. '
                          "backbone='vitb16' weights='dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth' (the tiny backbone is "
                          'for generated data).')
-    if (p.backbone == 'tiny' or p.weights is None) and not p.random_backbone:
+    if (p.backbone == 'tiny' or p.weights in (None, 'random')) and not p.random_backbone:
         what = "the tiny test backbone" if p.backbone == 'tiny' else f'a random-init {p.backbone}'
         raise ValueError(f'refusing to train {what} on real data ({p.data_root}): its numbers would describe no '
                          'pretrained model. Pass weights= (Meta\'s DINOv3 checkpoint) with a real backbone, or '
@@ -208,7 +250,7 @@ _EXCLUSIVE = (('epochs', 'max_iters'), ('warmup_epochs', 'warmup_iters'))   # th
 
 def resolved(self):
     "A copy ready to run: profile defaults filled, generated data written, layers explicit, run name chosen, paths absolute."
-    absolute = lambda path: None if path is None else str(Path(path).expanduser().resolve())
+    absolute = lambda path: path if path in (None, 'pretrained', 'random') else str(Path(path).expanduser().resolve())
     profile = 'generated' if self.data_root is None or is_generated(self.data_root) else 'real'
     defaults = {**self.DEFAULTS, **getattr(self, profile.upper())}
     chosen = lambda name: getattr(self, name, None) is not None and self._sources.get(name, 'given') == 'given'

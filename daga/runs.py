@@ -282,8 +282,11 @@ def resolve_everywhere(p):
     if not env.distributed: return p.resolved()
     return broadcast_object(p.resolved() if env.is_main else None)
 
+from .params import check_inputs
+
 def launch_resolved(label: str, fn, p, *args):
-    "p resolved once and printed with where each value came from, then fn(*args, p) in the processes p asks for; rank 0's result."
+    "p checked, resolved once, printed with where each value came from; fn(*args, p) in the processes p asks for."
+    check_inputs(p)                         # every problem with the inputs at once (daga.params), before any work
     p = resolve_everywhere(p)
     if current_env().is_main: print(f'{label}: {p.run_dir()}\n{p.describe()}', flush=True)
     return run_in_processes(fn, (*args, p), p.gpus, p.cpu_procs)

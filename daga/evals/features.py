@@ -29,7 +29,7 @@ from .linear import LINEAR_INPUTS
 from ..model import AdaptedViT
 from ..params import BackboneParams, Params
 from ..runs import load_variant, read_run_info
-from ..synthetic import write_imagefolder
+from ..synthetic import cached_dataset, write_imagefolder
 from ..tasks import classification
 
 # %% ../../nbs/20_features.ipynb #e2000007
@@ -48,7 +48,7 @@ class FeatureParams(BackboneParams):
     "Every knob of the frozen-feature evaluations (k-NN, linear probe, logistic regression) of a frozen backbone and a DAGA run."
     from_run: Optional[str] = None          # a finished classification run (its folder or its daga/ folder): its DAGA modules, backbone and data
     dataset: str = 'imagefolder'            # imagefolder (train/ and val/ class folders, e.g. ImageNet) | cifar10 | cifar100
-    image_size: Optional[int] = None        # centre crop; None: 64 on generated data, 224 on real data (resized to 256/224 of it first)
+    image_size: Optional[int] = None        # centre crop; None: 128 generated, 224 real (resized to 256/224 first)
     batch_size: Optional[int] = None        # images per extraction step, over all processes
     compare_baseline: bool = True           # also evaluate the frozen backbone without DAGA
     n_blocks: int = 4                       # CLS tokens of the last n blocks kept (for linear_inputs 'blocks+patch')
@@ -70,7 +70,7 @@ class FeatureParams(BackboneParams):
 
     task = 'features'
     SIZE_FIELD = 'image_size'
-    GENERATED = dict(backbone='tiny', image_size=64, batch_size=64, feature_dtype='float32', linear_epochs=30,
+    GENERATED = dict(backbone='tiny', image_size=128, batch_size=64, feature_dtype='float32', linear_epochs=30,
                      linear_batch_size=128, logreg_max_iter=1000, num_workers=0)
     REAL = dict(image_size=224, batch_size=256, feature_dtype='float16', linear_epochs=10, linear_batch_size=1024,
                 logreg_max_iter=1000, num_workers='auto')
@@ -143,9 +143,9 @@ class FeatureParams(BackboneParams):
         if self.run_name is None: self.run_name = self.base_name()
 
     def generate_data(self) -> Path:
-        "A small ImageFolder shapes world next to output_dir."
-        folder = Path(self.output_dir).expanduser().resolve().parent / 'data' / 'synthetic' / 'imagefolder'
-        return write_imagefolder(folder, n_train_per_class=120, n_val_per_class=30, image_size=self.image_size, seed=0)
+        "A small ImageFolder shapes world in the dataset cache (daga.synthetic.synthetic_cache)."
+        return cached_dataset(write_imagefolder, n_train_per_class=120, n_val_per_class=30, image_size=self.image_size,
+                              seed=0)
 
 # %% ../../nbs/20_features.ipynb #e2000009
 def daga_run(from_run) -> Path:

@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['ALEXNET_CLEAN_ERROR', 'ALEXNET_ERRORS', 'STANDARD_CORRUPTIONS', 'EXTRA_CORRUPTIONS', 'IMAGENET_A_WNIDS',
            'IMAGENET_R_WNIDS', 'CANONICAL_CLASSES', 'corruption_errors', 'imagenet_c_layout', 'wnid_images',
-           'canonical_classes', 'scored_classes', 'ProbeClassifier', 'classifiers_of', 'top1', 'RobustnessParams',
-           'evaluate_robustness', 'robustness_table', 'plot_difference', 'write_robustness_report']
+           'canonical_classes', 'scored_classes', 'ProbeClassifier', 'classifiers_of', 'top1', 'write_robustness_sets',
+           'RobustnessParams', 'evaluate_robustness', 'robustness_table', 'plot_difference', 'write_robustness_report']
 
 # %% ../../nbs/25_robustness.ipynb #e2500005
 import json
@@ -30,7 +30,8 @@ from .features import FeatureParams, feature_model, feature_splits
 from .linear import linear_input
 from ..params import Params
 from ..runs import _protocol_note, launch_resolved, load_variant, read_run_info
-from ..synthetic import SHAPE_WNIDS, SYNTHETIC_MARKER, write_imagenet_a, write_imagenet_c, write_imagenet_r
+from ..synthetic import (SHAPE_WNIDS, SYNTHETIC_MARKER, cached_dataset, write_imagenet_a, write_imagenet_c,
+                            write_imagenet_r)
 from ..tasks import classification
 
 # %% ../../nbs/25_robustness.ipynb #e2500007
@@ -258,6 +259,14 @@ def top1(model, dataset, to_classifier, restrict=None, batch_size: int = 64, env
     return correct / total
 
 # %% ../../nbs/25_robustness.ipynb #e2500014
+def write_robustness_sets(root, n_per_class: int = 2, image_size: int = 128, seed: int = 0) -> Path:
+    "The shapes world as `root/imagenet-c` (every generated corruption), `root/imagenet-a` and `root/imagenet-r`."
+    root = Path(root)
+    write_imagenet_c(root / 'imagenet-c', n_per_class=n_per_class, image_size=image_size, seed=seed)
+    write_imagenet_a(root / 'imagenet-a', classes=4, n_per_class=4 * n_per_class, image_size=image_size, seed=seed)
+    write_imagenet_r(root / 'imagenet-r', classes=4, n_per_class=4 * n_per_class, image_size=image_size, seed=seed)
+    return root
+
 _SETS = {'imagenet_c': 'imagenet-c', 'imagenet_a': 'imagenet-a', 'imagenet_r': 'imagenet-r'}
 
 @dataclass
@@ -298,12 +307,8 @@ class RobustnessParams(Params):
         return out
 
     def generate_data(self) -> Path:
-        "ImageNet-C (every generated corruption), -A and -R versions of the shapes world, next to output_dir."
-        folder = Path(self.output_dir).expanduser().resolve().parent / 'data' / 'synthetic' / 'robustness'
-        write_imagenet_c(folder / 'imagenet-c', n_per_class=4, image_size=64)
-        write_imagenet_a(folder / 'imagenet-a', classes=4, n_per_class=8, image_size=64)
-        write_imagenet_r(folder / 'imagenet-r', classes=4, n_per_class=8, image_size=64)
-        return folder
+        "ImageNet-C (every generated corruption), -A and -R versions of the shapes world, in the dataset cache."
+        return cached_dataset(write_robustness_sets, n_per_class=2, image_size=128, seed=0)
 
     def resolve_task(self, depth):
         "Each set's folder: given, or data_root's subfolder of that name when it exists."

@@ -29,7 +29,7 @@ from ..model import parse_layers
 from ..backbone import backbone_depth
 from ..params import RunParams
 from ..runs import Task, TaskData, adapted_variant, compare_variants, protocol_differences, task_data, write_report
-from ..synthetic import write_nyu
+from ..synthetic import cached_dataset, write_nyu
 
 # %% ../../nbs/13_depth.ipynb #dep50007
 MIN_DEPTH = 0.001                          # metres: the bins' and the evaluation's lower bound, as DINOv3's
@@ -59,6 +59,7 @@ class DepthParams(RunParams):
     schedule: Optional[str] = None          # onecycle (DINOv3's; real data) | cosine (warm-up + cosine; generated)
 
     task = 'depth'
+    DATA_LAYOUT = 'an NYU Depth v2 folder (nyu_train.txt, nyu_test.txt and the scene folders) or its parent'
     GENERATED = dict(backbone='tiny', epochs=6, batch_size=16, lr=1e-2, weight_decay=1e-4, warmup_epochs=1.0, grad_clip=35.0,
                      crop_size=[80, 112], sigloss_warmup_iters=10, val_fraction=0.0, eval_every=1, num_workers=0,
                      ckpt_every_steps=0, schedule='cosine')
@@ -110,9 +111,8 @@ class DepthParams(RunParams):
         return f'nyu_{self.backbone}_{self.method_tag()}_s{self.seed}'
 
     def generate_data(self) -> Path:
-        "A small NYU-format shapes world (192 training and 32 test images of 96 x 128) next to output_dir."
-        folder = Path(self.output_dir).expanduser().resolve().parent / 'data' / 'synthetic'
-        return write_nyu(folder, n_train=192, n_test=32, image_size=(96, 128), seed=0)
+        "A small NYU-format shapes world (192 training and 32 test images of 96 x 128) in the dataset cache."
+        return cached_dataset(write_nyu, n_train=192, n_test=32, image_size=(96, 128), seed=0)
 
 # %% ../../nbs/13_depth.ipynb #dep5000c
 def depth_ranges(max_depth: float) -> list:

@@ -36,7 +36,7 @@ from ..metrics import coco_evaluate, detection_confusion, plot_per_class_ap
 from ..model import parse_layers
 from ..params import RunParams
 from ..runs import Task, TaskData, adapted_variant, compare_variants, task_data, write_report
-from ..synthetic import write_coco
+from ..synthetic import cached_dataset, write_coco
 
 # %% ../../nbs/12c_detection.ipynb #det12007
 _HEAD_INTS = ('num_queries', 'num_decoder_layers', 'num_encoder_layers', 'd_model', 'nhead', 'dim_feedforward')
@@ -73,6 +73,7 @@ class DetectionParams(RunParams):
     REAL = dict(epochs=50, batch_size=32, lr=1e-4, weight_decay=1e-4, grad_clip=0.1, image_size=640, min_scale=0.5,
                 val_fraction=0.0, eval_every=5, num_workers='auto', ckpt_every_steps=1000, **_DETR)
     FREE = {'score_threshold', 'detections'}
+    DATA_LAYOUT = 'a COCO 2017 folder (train2017/, val2017/, annotations/instances_*.json)'
     PROTOCOL = ("DETR (facebookresearch/detr: 6 encoder and 6 decoder layers, 100 queries, Hungarian matching, the "
                 "set loss on every decoder layer, one detection per query) on the frozen backbone's 4 evenly spaced "
                 "blocks as DINOv3's detector reads them (dinov3/eval/detection); COCOeval on val2017")
@@ -112,9 +113,8 @@ class DetectionParams(RunParams):
         return f'coco_{self.backbone}_{self.method_tag()}_s{self.seed}'
 
     def generate_data(self) -> Path:
-        "A small COCO-format shapes world next to output_dir."
-        folder = Path(self.output_dir).expanduser().resolve().parent / 'data' / 'synthetic' / 'coco'
-        return write_coco(folder, n_train=160, n_val=40, image_size=self.image_size, seed=0)
+        "A small COCO-format shapes world, written once to the generated-data cache."
+        return cached_dataset(write_coco, n_train=160, n_val=40, image_size=self.image_size, seed=0)
 
 # %% ../../nbs/12c_detection.ipynb #det12009b
 def departures(self) -> list:

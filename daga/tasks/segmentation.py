@@ -27,21 +27,22 @@ from ..model import parse_layers
 from ..backbone import backbone_depth
 from ..params import RunParams
 from ..runs import Task, TaskData, adapted_variant, compare_variants, protocol_differences, task_data, write_report
-from ..synthetic import write_ade20k
+from ..synthetic import cached_dataset, write_ade20k
 
 # %% ../../nbs/11_segmentation.ipynb #b1000007
 @dataclass
 class SegmentationParams(RunParams):
     "Every knob of a segmentation run (the papermill parameters and the CLI flags)."
     out_indices: object = None              # blocks the head concatenates; None: the last (DINOv3's); 2,5,8,11: seeds'
-    crop_size: Optional[int] = None         # a multiple of 16; None: 64 on generated data, 512 on real data
+    crop_size: Optional[int] = None         # a multiple of 16; None: 128 on generated data (8 x 8 patches), 512 real
     eval_mode: str = 'slide'                # slide (official: crop_size windows every eval_stride) or whole (one resized pass)
     eval_stride: Optional[int] = None       # None: 2/3 of crop_size (341 for 512)
     schedule: Optional[str] = None          # onecycle (DINOv3's; real data) | cosine (warm-up + cosine; generated)
 
     task = 'segmentation'
     SIZE_FIELD = 'crop_size'
-    GENERATED = dict(backbone='tiny', epochs=6, batch_size=16, lr=1e-3, weight_decay=1e-3, warmup_epochs=0.5, crop_size=64,
+    DATA_LAYOUT = 'the ADEChallengeData2016 folder (images/ and annotations/) or its parent'
+    GENERATED = dict(backbone='tiny', epochs=6, batch_size=16, lr=1e-3, weight_decay=1e-3, warmup_epochs=0.5, crop_size=128,
                      val_fraction=0.0, eval_every=1, num_workers=0, ckpt_every_steps=0, schedule='cosine')
     REAL = dict(max_iters=40_000, batch_size=16, lr=1e-3, weight_decay=1e-3, warmup_iters=1500, grad_clip=0.0,
                 crop_size=512, val_fraction=0.0, eval_every=0, num_workers='auto', ckpt_every_steps=500,
@@ -93,9 +94,8 @@ class SegmentationParams(RunParams):
         return f'ade20k_{self.backbone}_{self.method_tag()}_s{self.seed}'
 
     def generate_data(self) -> Path:
-        "A small ADE20K-format shapes world next to output_dir."
-        folder = Path(self.output_dir).expanduser().resolve().parent / 'data' / 'synthetic'
-        return write_ade20k(folder, n_train=320, n_val=64, image_size=self.crop_size, seed=0)
+        "A small ADE20K-format shapes world in the dataset cache (daga.synthetic.synthetic_cache)."
+        return cached_dataset(write_ade20k, n_train=160, n_val=32, image_size=self.crop_size, seed=0)
 
 # %% ../../nbs/11_segmentation.ipynb #b100000c
 def _collate_list(batch):
