@@ -40,9 +40,9 @@ class EpochSeeded(Dataset):
         "Sample `index` (this epoch) or `(epoch, index)`, computed under its own random state."
         epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         if index < 0: index += len(self)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_sample_seed(self.seed, epoch, index))
-            return self.dataset[index]
+        with torch.random.fork_rng(devices=[]):      # the CPU generator only: augmentation draws on the CPU
+            torch.random.default_generator.manual_seed(_sample_seed(self.seed, epoch, index))   # not torch.manual_seed:
+            return self.dataset[index]                 # it also seeds CUDA, outside fork_rng's restore (see below)
 
 # %% ../nbs/03c_loading.ipynb #4e77a801
 import math
