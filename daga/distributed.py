@@ -12,6 +12,7 @@ import ast
 import importlib
 import io
 import logging
+import multiprocessing
 import os
 import pickle
 import signal
@@ -234,8 +235,32 @@ def _check_args(args):
         raise TypeError(f'launch: the arguments hold {", ".join(finder.found)} from __main__ (a notebook or script), which the '
                         'workers cannot import: build them from the package, e.g. daga.tasks.classification.ClassificationParams.')
 
-def _run_worker(fn, args, device, timeout_s):
-    "One worker: join the process group, run fn(*args), leave."
+# Workers fork from one server process per session that imported these once (multiprocessing's forkserver): a spawned
+# interpreter spent ~7 s of CPU importing them for every worker of every launch. Third-party only: daga and fn's own
+# module are imported by each worker, so code edited during a session is what the workers run.
+_PRELOAD = ('torch', 'torchvision', 'timm', 'matplotlib.figure')
+# What the launcher sets per worker (elastic's worker environment); everything else comes from the launching process.
+_LAUNCHER_VARS = ('RANK', 'LOCAL_RANK', 'GROUP_RANK', 'ROLE_RANK', 'ROLE_NAME', 'LOCAL_WORLD_SIZE', 'WORLD_SIZE',
+                  'GROUP_WORLD_SIZE', 'ROLE_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'TORCH_NCCL_ASYNC_ERROR_HANDLING',
+                  'CUDA_VISIBLE_DEVICES', 'OMP_NUM_THREADS')
+
+def _start_method():
+    "forkserver where the platform has it (Linux, macOS), else spawn; the forkserver preloads `_PRELOAD` when it starts."
+    if 'forkserver' not in multiprocessing.get_all_start_methods(): return 'spawn'
+    multiprocessing.set_forkserver_preload(list(_PRELOAD))    # read when the server starts (the session's first launch)
+    return 'forkserver'
+
+def _adopt_environment(parent_env: dict):
+    "A forkserver's child starts with the server's environment, from the session's first launch: take the launching process's now, keep what the launcher set for this rank, and size torch's thread pool by OMP_NUM_THREADS."
+    mine = {k: v for k, v in os.environ.items() if k in _LAUNCHER_VARS or k.startswith('TORCHELASTIC_')}
+    os.environ.clear()
+    os.environ.update(parent_env)
+    os.environ.update(mine)
+    if os.environ.get('OMP_NUM_THREADS', '').isdigit(): torch.set_num_threads(int(os.environ['OMP_NUM_THREADS']))
+
+def _run_worker(fn, args, device, timeout_s, parent_env=None):
+    "One worker: take the launching process's environment, join the process group, run fn(*args), leave."
+    if parent_env is not None: _adopt_environment(parent_env)
     init_distributed(device, timeout_s)
     try: return fn(*args)
     finally: cleanup()
@@ -285,9 +310,11 @@ def launch(fn, args=(), nproc=2, devices=None, timeout_s=1800):
     env_vars = {'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS') or str(max(1, (os.cpu_count() or 1) // nproc))}
     if devices is not None: env_vars['CUDA_VISIBLE_DEVICES'] = _visible_devices(devices)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, rdzv_backend='c10d', rdzv_endpoint='127.0.0.1:0',
-                          run_id=uuid.uuid4().hex, max_restarts=0, monitor_interval=0.1)
+                          run_id=uuid.uuid4().hex, max_restarts=0, monitor_interval=0.1,
+                          start_method=_start_method())
     with _launch_environment(env_vars):
-        try: results = elastic_launch(config, _run_worker)(fn, tuple(args), 'cpu' if devices is None else 'cuda', timeout_s)
+        try: results = elastic_launch(config, _run_worker)(fn, tuple(args), 'cpu' if devices is None else 'cuda', timeout_s,
+                                                           dict(os.environ))
         except ChildFailedError as e: raise _first_failure(e, nproc) from None
         except SignalException as e:
             raise KeyboardInterrupt(f'launch interrupted by {e.sigval.name}: the workers were stopped (a fit in progress '

@@ -10,11 +10,14 @@ What this adds to `nbdev_test`:
   files linked, not copied) inside one temporary folder, which is also `TMPDIR`: run folders (`outputs/`), the
   browser screenshots and every `tempfile` land there, and the folder is removed at the end. On a failure it is kept
   and its path printed. Generated datasets go to daga's one dataset cache (`daga.synthetic.synthetic_cache`).
+- Longest first. Two workers finish soonest when the longest notebooks start first (a long one started last runs on
+  alone). The order comes from the last run's timings on this machine (`~/.cache/daga/test_times.json`), else from
+  `tools/test_times.json` (measured on 2 cores; `--record` rewrites it); a notebook in neither starts first.
 - A quiet terminal. Each notebook's output, and that of every process it starts (papermill kernels, distributed
   workers), goes to its own log in the temporary folder; the log's end is printed for a notebook that failed.
-Options: --path GLOB (default: every notebook), --flags (nbdev test flags to run, e.g. slow), --n_workers.
+Options: --path GLOB (default: every notebook), --flags (nbdev test flags to run, e.g. slow), --n_workers, --record.
 """
-import argparse, os, shutil, sys, tempfile, time
+import argparse, json, os, shutil, sys, tempfile, time
 from pathlib import Path
 
 from fastcore.parallel import parallel
@@ -49,10 +52,32 @@ def _test_logged(fn, log_dir, **kwargs):
             for fd in saved: os.close(fd)
 
 
+RECORDED = Path(__file__).parent / 'test_times.json'
+LOCAL = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'daga' / 'test_times.json'
+
+def _times(path: Path) -> dict:
+    "{notebook name: seconds} from a timings file, or {} when it is missing or unreadable."
+    try: return {k: float(v) for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, AttributeError): return {}
+
+def longest_first(files: list) -> list:
+    "files ordered by their last measured time, longest first; a notebook never timed goes first (it may be long)."
+    times = {**_times(RECORDED), **_times(LOCAL)}
+    return sorted(files, key=lambda f: -times.get(f.name, float('inf')))
+
+def save_times(outcome: dict, path: Path):
+    "Merge this run's timings into `path` (written to a temporary file, then renamed)."
+    times = {**_times(path), **{name: round(seconds, 1) for name, (_, seconds, _) in outcome.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix('.tmp')
+    tmp.write_text(json.dumps(dict(sorted(times.items())), indent=1) + '\n')
+    tmp.replace(path)
+
+
 def run(path=None, flags='', n_workers=2, scratch=None):
     "{notebook: ('passed'|'failed'|'skipped', seconds, reason)} for every notebook matching `path`, run in `scratch`."
     cfg = get_config()
-    files = [f.absolute() for f in sorted(nbglob(path, as_path=True)) if _keep_file(f, '.notest')]
+    files = longest_first([f.absolute() for f in sorted(nbglob(path, as_path=True)) if _keep_file(f, '.notest')])
     if not files: sys.exit(f'no notebooks match {path!r}')
     scratch = Path(scratch or tempfile.mkdtemp(prefix='daga-test-'))
     nbs, skips, logs = scratch_layout(cfg.config_path, scratch / 'repo'), scratch / 'skips', scratch / 'logs'
@@ -78,10 +103,14 @@ def main(argv=None):
     ap.add_argument('--path', default=None)
     ap.add_argument('--flags', default='')
     ap.add_argument('--n_workers', type=int, default=2)
+    ap.add_argument('--record', action='store_true', help='also write the timings to tools/test_times.json')
     args = ap.parse_args(argv)
     os.environ.setdefault('TQDM_DISABLE', '1')      # progress bars of tqdm's defaults (papermill's among them): off
     t0 = time.time()
     outcome, scratch = run(args.path, args.flags, args.n_workers)
+    for target in [LOCAL] + ([RECORDED] if args.record else []):
+        try: save_times(outcome, target)
+        except OSError as e: print(f'timings not saved to {target}: {e}')
     for name, (status, _, _) in sorted(outcome.items()):
         if status == 'failed':
             lines = (scratch / 'logs' / f'{Path(name).stem}.log').read_text(errors='replace').splitlines()
