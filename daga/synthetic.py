@@ -179,7 +179,19 @@ def synthetic_cache(*parts) -> Path:
 def cached_dataset(writer, **arguments) -> Path:
     "What `writer(folder, **arguments)` returns, for a folder of the cache that belongs to exactly this call."
     key = hashlib.sha256(json.dumps(arguments, sort_keys=True, default=list).encode()).hexdigest()[:12]
-    return writer(synthetic_cache(f"{writer.__name__.removeprefix('write_')}-{key}"), **arguments)
+    folder = synthetic_cache(f"{writer.__name__.removeprefix('write_')}-{key}")
+    record = folder / '.dataset_path'                    # where the writer put it, relative to folder
+    if record.is_file():
+        final = folder / record.read_text().strip()
+        marker = final / _MARKER
+        try:
+            if json.loads(marker.read_text()).get('writer') == writer.__name__: return final
+        except (OSError, ValueError): pass               # no marker (removed, half-copied): write it again
+    final = Path(writer(folder, **arguments))
+    tmp = record.with_name(f'{record.name}.{os.getpid()}.tmp')
+    tmp.write_text(str(final.relative_to(folder)) + '\n')
+    tmp.replace(record)
+    return final
 
 # %% ../nbs/04_synthetic.ipynb #f0c0abb5
 _NP_RECONSTRUCT = np.ndarray((0,)).__reduce__()[0]

@@ -51,7 +51,7 @@ def parse_crop(crop) -> list:
 class DepthParams(RunParams):
     "Every knob of a depth run (the papermill parameters and the CLI flags)."
     out_indices: object = None              # blocks the head reads; None: the last block (DINOv3's linear protocol)
-    crop_size: object = None                # training crop height,width (multiples of 16); None: 80,112 generated, 416,544 real
+    crop_size: object = None                # training crop height,width (multiples of 16); None: 96,128 generated, 416,544 real
     bin_norm: str = 'linear'                # bin scores to weights: linear (DINOv3, relu + 0.1) | softmax | sigmoid
     max_depth: float = 10.0                 # metres: the last bin and the evaluation's upper bound (NYU: 10)
     sigloss_warmup_iters: Optional[int] = None   # SigLoss on its mean term alone at first; None: 100 real, 10 generated
@@ -61,7 +61,7 @@ class DepthParams(RunParams):
     task = 'depth'
     DATA_LAYOUT = 'an NYU Depth v2 folder (nyu_train.txt, nyu_test.txt and the scene folders) or its parent'
     GENERATED = dict(backbone='tiny', epochs=6, batch_size=16, lr=1e-2, weight_decay=1e-4, warmup_epochs=1.0, grad_clip=35.0,
-                     crop_size=[80, 112], sigloss_warmup_iters=10, val_fraction=0.0, eval_every=1, num_workers=0,
+                     crop_size=[96, 128], sigloss_warmup_iters=10, val_fraction=0.0, eval_every=1, num_workers=0,
                      ckpt_every_steps=0, schedule='cosine')
     REAL = dict(max_iters=38_400, batch_size=16, lr=3e-4, weight_decay=1e-4, warmup_iters=12_800, grad_clip=35.0,
                 crop_size=[416, 544], sigloss_warmup_iters=100, val_fraction=0.0, eval_every=0, num_workers='auto',
@@ -111,8 +111,8 @@ class DepthParams(RunParams):
         return f'nyu_{self.backbone}_{self.method_tag()}_s{self.seed}'
 
     def generate_data(self) -> Path:
-        "A small NYU-format shapes world (192 training and 32 test images of 96 x 128) in the dataset cache."
-        return cached_dataset(write_nyu, n_train=192, n_test=32, image_size=(96, 128), seed=0)
+        "A small NYU-format shapes world (192 training and 32 test images of 128 x 160) in the dataset cache."
+        return cached_dataset(write_nyu, n_train=192, n_test=32, image_size=(128, 160), seed=0)
 
 # %% ../../nbs/13_depth.ipynb #dep5000c
 def depth_ranges(max_depth: float) -> list:

@@ -48,7 +48,7 @@ _DETR = dict(num_encoder_layers=6, num_decoder_layers=6, num_queries=100, d_mode
 @dataclass
 class DetectionParams(RunParams):
     "Every knob of a detection run (the papermill parameters and the CLI flags)."
-    image_size: Optional[int] = None   # the longer side of every image, a multiple of 16; None: 64 generated, 640 real
+    image_size: Optional[int] = None   # the longer side of every image, a multiple of 16; None: 128 generated, 640 real
     # training draws the longer side in [min_scale, 1] x image_size; None: 0.75 / 0.5
     min_scale: Optional[float] = None
     out_indices: object = None   # blocks the head reads, concatenated; None: 4 evenly spaced ([2, 5, 8, 11] of 12)
@@ -66,9 +66,9 @@ class DetectionParams(RunParams):
 
     task = 'detection'
     SIZE_FIELD = 'image_size'
-    GENERATED = dict(backbone='tiny', epochs=10, batch_size=8, lr=2e-3, weight_decay=1e-4, grad_clip=0.1, image_size=64,
+    GENERATED = dict(backbone='tiny', epochs=6, batch_size=8, lr=2e-3, weight_decay=1e-4, grad_clip=0.1, image_size=128,
                      min_scale=0.75, num_queries=10, num_decoder_layers=2, num_encoder_layers=2, d_model=64, nhead=4,
-                     dim_feedforward=256, dropout=0.0, val_fraction=0.0, eval_every=2, num_workers=0,
+                     dim_feedforward=256, dropout=0.0, val_fraction=0.0, eval_every=3, num_workers=0,
                      ckpt_every_steps=0)
     REAL = dict(epochs=50, batch_size=32, lr=1e-4, weight_decay=1e-4, grad_clip=0.1, image_size=640, min_scale=0.5,
                 val_fraction=0.0, eval_every=5, num_workers='auto', ckpt_every_steps=1000, **_DETR)
