@@ -11,7 +11,8 @@ TEST_ENV = OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MPLBACKEND=Agg
 $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@# setuptools' build warnings (its "Editable installation" banner) are UserWarnings: not shown at install
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@# papermill kernels: no "running over TCP without encryption" warning at every start (the kernel logs errors only)
 	$(BIN)/python -c "import json, sys; p = sys.prefix + '/share/jupyter/kernels/python3/kernel.json'; \

@@ -11,8 +11,6 @@ import warnings
 
 import torch
 import torch.nn.functional as F
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
 from .linear import train_val_split
@@ -30,14 +28,17 @@ def standardize(train, *others, eps: float = 1e-6):
     mean, std = train.mean(0, keepdim=True), train.std(0, keepdim=True).clamp_min(eps)
     return [(x - mean) / std for x in (train, *others)]
 
-def fit_sklearn(x, y, C: float, max_iter: int = 1000, tol: float = 1e-12) -> LogisticRegression:
+def fit_sklearn(x, y, C: float, max_iter: int = 1000, tol: float = 1e-12) -> 'LogisticRegression':
     "scikit-learn's L2 logistic regression by L-BFGS on float64 (x, y), as DINOv3 fits it (n_iter_ says if it capped)."
+    # imported here: 2 s of every process that imports the evaluations (the CLI's torchrun workers), for a probe
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', ConvergenceWarning)
         model = LogisticRegression(C=C, max_iter=max_iter, tol=tol)
         return model.fit(x.double().cpu().numpy(), torch.as_tensor(y).cpu().numpy())
 
-def sklearn_scores(model: LogisticRegression, x, num_classes: int):
+def sklearn_scores(model: 'LogisticRegression', x, num_classes: int):
     "(N, num_classes) float64 class probabilities of a fitted model."
     out = torch.zeros(len(x), num_classes, dtype=torch.float64)
     out[:, torch.as_tensor(model.classes_).long()] = torch.from_numpy(model.predict_proba(x.double().cpu().numpy()))

@@ -265,6 +265,8 @@ def write_robustness_sets(root, n_per_class: int = 2, image_size: int = 128, see
     write_imagenet_c(root / 'imagenet-c', n_per_class=n_per_class, image_size=image_size, seed=seed)
     write_imagenet_a(root / 'imagenet-a', classes=4, n_per_class=4 * n_per_class, image_size=image_size, seed=seed)
     write_imagenet_r(root / 'imagenet-r', classes=4, n_per_class=4 * n_per_class, image_size=image_size, seed=seed)
+    call = dict(writer='write_robustness_sets', n_per_class=n_per_class, image_size=image_size, seed=seed)
+    atomic_write_json(root / SYNTHETIC_MARKER, call)    # the three are complete: `cached_dataset` finds them from now on
     return root
 
 _SETS = {'imagenet_c': 'imagenet-c', 'imagenet_a': 'imagenet-a', 'imagenet_r': 'imagenet-r'}
