@@ -241,17 +241,18 @@ def _check_args(args):
 _PRELOAD = ('torch', 'torchvision', 'timm', 'matplotlib.figure')
 # What the launcher sets per worker (elastic's worker environment); everything else comes from the launching process.
 _LAUNCHER_VARS = ('RANK', 'LOCAL_RANK', 'GROUP_RANK', 'ROLE_RANK', 'ROLE_NAME', 'LOCAL_WORLD_SIZE', 'WORLD_SIZE',
-                  'GROUP_WORLD_SIZE', 'ROLE_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'TORCH_NCCL_ASYNC_ERROR_HANDLING',
-                  'CUDA_VISIBLE_DEVICES', 'OMP_NUM_THREADS')
+                  'GROUP_WORLD_SIZE', 'ROLE_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT',
+                  'TORCH_NCCL_ASYNC_ERROR_HANDLING', 'CUDA_VISIBLE_DEVICES', 'OMP_NUM_THREADS')
 
 def _start_method():
-    "forkserver where the platform has it (Linux, macOS), else spawn; the forkserver preloads `_PRELOAD` when it starts."
+    "forkserver where the platform has it (Linux, macOS), else spawn; the server preloads `_PRELOAD` when it starts."
     if 'forkserver' not in multiprocessing.get_all_start_methods(): return 'spawn'
     multiprocessing.set_forkserver_preload(list(_PRELOAD))    # read when the server starts (the session's first launch)
     return 'forkserver'
 
 def _adopt_environment(parent_env: dict):
-    "A forkserver's child starts with the server's environment, from the session's first launch: take the launching process's now, keep what the launcher set for this rank, and size torch's thread pool by OMP_NUM_THREADS."
+    "The launching process's environment now, plus what the launcher set for this rank; threads by OMP_NUM_THREADS."
+    # a forkserver's child starts with the server's environment, that of the session's first launch
     mine = {k: v for k, v in os.environ.items() if k in _LAUNCHER_VARS or k.startswith('TORCHELASTIC_')}
     os.environ.clear()
     os.environ.update(parent_env)
@@ -313,8 +314,8 @@ def launch(fn, args=(), nproc=2, devices=None, timeout_s=1800):
                           run_id=uuid.uuid4().hex, max_restarts=0, monitor_interval=0.1,
                           start_method=_start_method())
     with _launch_environment(env_vars):
-        try: results = elastic_launch(config, _run_worker)(fn, tuple(args), 'cpu' if devices is None else 'cuda', timeout_s,
-                                                           dict(os.environ))
+        device = 'cpu' if devices is None else 'cuda'
+        try: results = elastic_launch(config, _run_worker)(fn, tuple(args), device, timeout_s, dict(os.environ))
         except ChildFailedError as e: raise _first_failure(e, nproc) from None
         except SignalException as e:
             raise KeyboardInterrupt(f'launch interrupted by {e.sigval.name}: the workers were stopped (a fit in progress '

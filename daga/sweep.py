@@ -81,7 +81,8 @@ class SweepParams(BackboneParams):
 
     task = 'sweep'
     GENERATED_RUN = dict(max_iters=4, batch_size=16, warmup_iters=0, eval_every=0, val_fraction=0.0, sample_ratio=0.1)   # each run on generated data
-    # generated classification: 24 steps of 16 at 64 px (the run's own default is 128 px), a few seconds a run on a core: a grid in minutes
+    # generated classification: 24 steps of 16 at 64 px (the run's own default is 128 px), a few seconds a run on a
+    # core: a grid in minutes
     GENERATED_RUN_BY_TASK = {'classification': dict(max_iters=24, batch_size=16, sample_ratio=0.3, lr=3e-2,
                                                     image_size=64)}
 

@@ -51,7 +51,8 @@ def parse_crop(crop) -> list:
 class DepthParams(RunParams):
     "Every knob of a depth run (the papermill parameters and the CLI flags)."
     out_indices: object = None              # blocks the head reads; None: the last block (DINOv3's linear protocol)
-    crop_size: object = None                # training crop height,width (multiples of 16); None: 96,128 generated, 416,544 real
+    crop_size: object = None                # training crop height,width (multiples of 16); None: 96,128 generated,
+                                            # 416,544 real
     bin_norm: str = 'linear'                # bin scores to weights: linear (DINOv3, relu + 0.1) | softmax | sigmoid
     max_depth: float = 10.0                 # metres: the last bin and the evaluation's upper bound (NYU: 10)
     sigloss_warmup_iters: Optional[int] = None   # SigLoss on its mean term alone at first; None: 100 real, 10 generated
