@@ -239,10 +239,10 @@ def _check_args(args):
 # interpreter spent ~7 s of CPU importing them for every worker of every launch. Third-party only: daga and fn's own
 # module are imported by each worker, so code edited during a session is what the workers run.
 _PRELOAD = ('torch', 'torchvision', 'timm', 'matplotlib.figure')
-# What the launcher sets per worker (elastic's worker environment); everything else comes from the launching process.
+# What the launcher sets per worker (elastic's worker environment); everything else, CUDA_VISIBLE_DEVICES and
+# OMP_NUM_THREADS included (the server kept those of the first launch), comes from the launching process.
 _LAUNCHER_VARS = ('RANK', 'LOCAL_RANK', 'GROUP_RANK', 'ROLE_RANK', 'ROLE_NAME', 'LOCAL_WORLD_SIZE', 'WORLD_SIZE',
-                  'GROUP_WORLD_SIZE', 'ROLE_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT',
-                  'TORCH_NCCL_ASYNC_ERROR_HANDLING', 'CUDA_VISIBLE_DEVICES', 'OMP_NUM_THREADS')
+                  'GROUP_WORLD_SIZE', 'ROLE_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'TORCH_NCCL_ASYNC_ERROR_HANDLING')
 
 def _start_method():
     "forkserver where the platform has it (Linux, macOS), else spawn; the server preloads `_PRELOAD` when it starts."

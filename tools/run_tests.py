@@ -66,8 +66,9 @@ def longest_first(files: list) -> list:
     return sorted(files, key=lambda f: -times.get(f.name, float('inf')))
 
 def save_times(outcome: dict, path: Path):
-    "Merge this run's timings into `path` (written to a temporary file, then renamed)."
-    times = {**_times(path), **{name: round(seconds, 1) for name, (_, seconds, _) in outcome.items()}}
+    "Merge this run's timings of passed notebooks into `path` (written to a temporary file, then renamed)."
+    passed = {name: round(seconds, 1) for name, (status, seconds, _) in outcome.items() if status == 'passed'}
+    times = {**_times(path), **passed}           # a failed notebook's time says how far it got, not how long it runs
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix('.tmp')
     tmp.write_text(json.dumps(dict(sorted(times.items())), indent=1) + '\n')
